@@ -1,0 +1,2 @@
+"""syncrunner: declarative CRM data sync."""
+__version__ = "0.1.0"
