@@ -1,0 +1,327 @@
+"""Load a spec: YAML -> ${ENV} interpolation -> JSON Schema -> semantic checks -> Spec dataclasses.
+
+Every problem is reported as `file:line: key: message`, all of them at once."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+import jsonschema
+import yaml
+
+from .envvars import interpolate
+from .redact import register_url_password
+from .yamlpos import Located, load_located
+
+FIELD_TYPES = ("string", "integer", "decimal", "boolean", "date", "datetime", "json")
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int
+    key: str
+    message: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        tag = "" if self.severity == "error" else f"{self.severity}: "
+        return f"{self.file}:{self.line}: {self.key}: {tag}{self.message}"
+
+
+class SpecError(Exception):
+    """A spec that cannot be used; carries every located problem."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    type: str
+    source_path: str | None = None
+    expr: str | None = None
+    required: bool = False
+    default: Any = None
+    validators: tuple[str, ...] = ()
+    choices: tuple | None = None
+    regex: str | None = None
+    min: float | None = None
+    max: float | None = None
+    max_length: int | None = None
+    precision: int = 18
+    scale: int = 4
+    on_invalid: str = "reject"
+
+
+@dataclass(frozen=True)
+class Rule:
+    rule: str
+    message: str
+
+
+@dataclass
+class SourceSpec:
+    kind: str
+    key: list[str]
+    cursor: str | None
+    timezone: str
+    chunk_size: int
+    null_cursor: str
+    options: dict  # the whole interpolated source mapping, for the adapter
+
+
+@dataclass
+class TargetSpec:
+    table: str
+    key: list[str]
+    batch_size: int
+
+
+@dataclass
+class DeleteSpec:
+    mode: str = "none"  # none | sweep
+    action: str = "soft"  # soft | hard
+    max_delete_fraction: float = 0.2
+
+
+@dataclass
+class Spec:
+    path: str
+    crm: str
+    entity: str
+    enabled: bool
+    after: list[str]
+    lookback: timedelta
+    source: SourceSpec
+    target: TargetSpec
+    fields: dict[str, FieldSpec]
+    rules: list[Rule]
+    deletes: DeleteSpec
+    digest: str
+    description: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.crm}.{self.entity}"
+
+    @property
+    def cursor_field(self) -> str | None:
+        """The target field holding the source cursor (drives watermarks and stale-row checks)."""
+        return field_for_source(self.fields, self.source.cursor) if self.source.cursor else None
+
+    @property
+    def key_fields(self) -> list[str]:
+        """Target fields mapped from the source key, in source key order."""
+        return [field_for_source(self.fields, k) for k in self.source.key]
+
+
+def field_for_source(fields: Mapping[str, FieldSpec], source_name: str) -> str | None:
+    """The target field whose value comes straight from source path `source_name`."""
+    for name, f in fields.items():
+        if f.expr is None and (f.source_path or name) == source_name:
+            return name
+    return None
+
+
+def schema_path() -> Path:
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "schemas" / "spec.schema.json", here / "schemas" / "spec.schema.json"):
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError("schemas/spec.schema.json not found next to the syncrunner package")
+
+
+@lru_cache(maxsize=1)
+def _validator() -> jsonschema.Draft202012Validator:
+    schema = json.loads(schema_path().read_text())
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _key_str(path: tuple) -> str:
+    return ".".join(str(p) for p in path) or "(document)"
+
+
+def parse_duration(text: str) -> timedelta:
+    if text in ("0", 0):
+        return timedelta(0)
+    m = re.fullmatch(r"(\d+)([smhd])", str(text))
+    if not m:
+        raise ValueError(f"bad duration {text!r}")
+    n, unit = int(m.group(1)), m.group(2)
+    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+    return timedelta(**{units[unit]: n})
+
+
+def check_spec(path: str | Path, env: Mapping[str, str] | None = None, *, strict_env: bool = True
+               ) -> tuple[Spec | None, list[Problem]]:
+    """Load and check one spec. Returns (Spec or None, problems). strict_env=False (lint) reports a
+    missing environment variable as a warning and goes on with an empty value."""
+    from .lint import semantic_problems  # lint imports spec; import late to keep the cycle harmless
+
+    env = os.environ if env is None else env
+    fname = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        return None, [Problem(fname, 1, "(file)", f"cannot read: {e.strerror or e}")]
+    try:
+        loc = load_located(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        return None, [Problem(fname, line, "(yaml)", f"invalid YAML: {getattr(e, 'problem', None) or e}")]
+    if not isinstance(loc.data, dict):
+        return None, [Problem(fname, 1, "(document)", "a spec must be a YAML mapping")]
+
+    data, missing = interpolate(loc.data, env)
+    problems: list[Problem] = []
+    for mv in missing:
+        problems.append(Problem(
+            fname, loc.line_of(mv.path), _key_str(mv.path),
+            f"environment variable {mv.name} is not set (needed by spec {fname})",
+            "error" if strict_env else "warning"))
+
+    problems += _schema_problems(data, loc, fname)
+    problems += semantic_problems(data, loc, fname)
+    problems.sort(key=lambda p: (p.line, p.key))
+    if any(p.severity == "error" for p in problems):
+        return None, problems
+    for value in _strings(data.get("source", {})):
+        register_url_password(value)
+    return _build(data, fname, text), problems
+
+
+def load_spec(path: str | Path, env: Mapping[str, str] | None = None) -> Spec:
+    """Load a spec for running; any error raises SpecError naming file, line and key."""
+    spec, problems = check_spec(path, env, strict_env=True)
+    if spec is None:
+        raise SpecError([p for p in problems if p.severity == "error"])
+    return spec
+
+
+def _strings(value: Any):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def _schema_problems(data: dict, loc: Located, fname: str) -> list[Problem]:
+    problems = []
+    for err in _validator().iter_errors(data):
+        problems.extend(_explain(err, loc, fname))
+    # one place may fail several ways (oneOf branches); keep the first message per place
+    seen, unique = set(), []
+    for p in problems:
+        if (p.line, p.key) not in seen:
+            seen.add((p.line, p.key))
+            unique.append(p)
+    return unique
+
+
+def _explain(err: jsonschema.ValidationError, loc: Located, fname: str) -> list[Problem]:
+    path = tuple(err.absolute_path)
+    if err.validator in ("additionalProperties", "unevaluatedProperties") and isinstance(err.instance, dict):
+        allowed = _declared_keys(err.schema if isinstance(err.schema, dict) else {})
+        extras = re.findall(r"'([^']+)'", err.message.split("(")[-1] if "(" in err.message else err.message)
+        extras = [e for e in extras if e in err.instance and e not in allowed] or extras
+        out = []
+        for extra in extras:
+            p = path + (extra,)
+            hint = _did_you_mean(extra, allowed)
+            out.append(Problem(fname, loc.line_of(p), _key_str(p), f"unknown key '{extra}'{hint}"))
+        return out
+    if err.validator in ("oneOf", "anyOf", "allOf") and err.context:
+        best = jsonschema.exceptions.best_match(err.context)
+        return _explain(best, loc, fname)
+    if err.validator == "required":
+        return [Problem(fname, loc.line_of(path), _key_str(path), err.message)]
+    if err.validator == "enum":
+        msg = f"{err.instance!r} is not one of {', '.join(map(str, err.validator_value))}"
+    elif err.validator == "type":
+        msg = f"expected {err.validator_value}, got {type(err.instance).__name__} {err.instance!r}"
+    else:
+        msg = err.message
+    return [Problem(fname, loc.line_of(path), _key_str(path), msg)]
+
+
+def _declared_keys(schema: dict) -> set[str]:
+    """Property names a (sub)schema declares, following local $refs."""
+    keys = set(schema.get("properties", {}))
+    ref = schema.get("$ref", "")
+    if ref.startswith("#/$defs/"):
+        keys |= _declared_keys(_validator().schema["$defs"].get(ref.split("/")[-1], {}))
+    return keys
+
+
+def _did_you_mean(word: str, options: set[str]) -> str:
+    import difflib
+    close = difflib.get_close_matches(word, sorted(options), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _as_list(value: Any) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _build(data: dict, fname: str, text: str) -> Spec:
+    src = data["source"]
+    tgt = data["target"]
+    fields = {}
+    for name, f in data["fields"].items():
+        fields[name] = FieldSpec(
+            name=name, type=f["type"], source_path=f.get("from"), expr=f.get("expr"),
+            required=bool(f.get("required", False)), default=f.get("default"),
+            validators=tuple(f.get("validators", ())),
+            choices=tuple(f["choices"]) if "choices" in f else None, regex=f.get("regex"),
+            min=f.get("min"), max=f.get("max"), max_length=f.get("max_length"),
+            precision=f.get("precision", 18), scale=f.get("scale", 4),
+            on_invalid=f.get("on_invalid", "reject"))
+    deletes = data.get("deletes", "none")
+    dspec = DeleteSpec() if deletes == "none" else DeleteSpec(
+        mode=deletes["mode"], action=deletes.get("action", "soft"),
+        max_delete_fraction=float(deletes.get("max_delete_fraction", 0.2)))
+    return Spec(
+        path=fname, crm=data["crm"], entity=data["entity"], enabled=bool(data.get("enabled", True)),
+        after=list(data.get("after", [])), lookback=parse_duration(data.get("lookback", "5m")),
+        source=SourceSpec(
+            kind=src["kind"], key=_as_list(src["key"]), cursor=src.get("cursor"),
+            timezone=src.get("timezone", "UTC"), chunk_size=int(src.get("chunk_size", 1000)),
+            null_cursor=src.get("null_cursor", "include"), options=src),
+        target=TargetSpec(table=tgt["table"], key=_as_list(tgt["key"]), batch_size=int(tgt.get("batch_size", 500))),
+        fields=fields,
+        rules=[Rule(r["rule"], r["message"]) for r in data.get("validate", [])],
+        deletes=dspec,
+        digest=hashlib.sha256(text.encode()).hexdigest()[:16],
+        description=data.get("description", ""),
+    )
+
+
+def find_specs(paths: list[str]) -> list[Path]:
+    """Expand files and folders (recursively) into spec files, sorted, each once."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(x for x in p.rglob("*.y*ml") if x.suffix in (".yaml", ".yml")))
+        else:
+            out.append(p)
+    seen, unique = set(), []
+    for p in out:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            unique.append(p)
+    return unique

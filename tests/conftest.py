@@ -1,0 +1,54 @@
+"""Fixtures for real database servers: every test database has a unique name and is dropped after.
+
+PostgreSQL: 127.0.0.1:5432 user postgres (trust); MariaDB: 127.0.0.1:3306 root, empty password.
+Override with SYNCRUNNER_TEST_PG / SYNCRUNNER_TEST_MYSQL (server URLs without a database)."""
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+PG_SERVER = os.environ.get("SYNCRUNNER_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432")
+MYSQL_SERVER = os.environ.get("SYNCRUNNER_TEST_MYSQL", "mysql+pymysql://root:@127.0.0.1:3306")
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def pg_url():
+    name = _unique("srtest")
+    admin = sa.create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield f"{PG_SERVER}/{name}"
+    with admin.connect() as c:
+        c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def mysql_url():
+    name = _unique("srtest")
+    admin = sa.create_engine(f"{MYSQL_SERVER}/", isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    yield f"{MYSQL_SERVER}/{name}?charset=utf8mb4"
+    with admin.connect() as c:
+        c.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+    admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'target.db'}"
+
+
+@pytest.fixture(params=["postgresql", "sqlite", "mysql"])
+def target_url(request):
+    """A fresh empty target database of each supported kind."""
+    fixture = {"postgresql": "pg_url", "sqlite": "sqlite_url", "mysql": "mysql_url"}[request.param]
+    return request.getfixturevalue(fixture)
