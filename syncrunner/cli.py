@@ -1,14 +1,23 @@
 """The `syncrunner` command line."""
 from __future__ import annotations
 
+import json
 import sys
+import warnings
 
 import click
 
 from .lint import lint_paths
+from .logsetup import setup_logging
+from .redact import redact
+from .runtime.strategy import OptionError, RunOptions, check_options
+from .runtime.target import default_target_url
+from .spec import SpecError, find_specs, load_spec
+
+EXIT_OK, EXIT_FAILED, EXIT_PARTIAL = 0, 1, 3
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="syncrunner")
 def main() -> None:
     """Declarative CRM data sync: one YAML spec per entity, one generic runtime."""
@@ -24,3 +33,125 @@ def lint(paths: tuple[str, ...]) -> None:
         click.echo(str(p), err=p.severity == "error")
     click.echo(f"{count} spec(s) checked, {len(errors)} error(s), {len(problems) - len(errors)} warning(s)")
     sys.exit(1 if errors else 0)
+
+
+def _deprecated(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    if value:
+        click.echo(f"warning: {param.opts[0]} is deprecated; use --debug", err=True)
+    return value
+
+
+def run_options(f):
+    """The universal flags (DESIGN.md §7)."""
+    opts = [
+        click.option("--full", is_flag=True, help="Fetch everything (ignore the last watermark); newer stored rows are kept."),
+        click.option("--force", "--force-overwrite", "force", is_flag=True, help="Fetch everything and replace stored rows regardless of their timestamps."),
+        click.option("--start-date", "--since", "start_date", metavar="YYYY-MM-DD", help="Fetch from this date (source time zone)."),
+        click.option("--end-date", metavar="YYYY-MM-DD", help="Fetch up to and including this date."),
+        click.option("--dry-run", is_flag=True, help="Fetch, map, validate and count; write nothing, not even SyncHistory."),
+        click.option("--max-records", type=int, default=0, show_default=True, help="Stop after N records (0 = unlimited)."),
+        click.option("--batch-size", type=int, default=None, help="Rows per bulk upsert (default: the spec's target.batch_size)."),
+        click.option("--skip-validation", is_flag=True, help="Skip validators and record rules (types are still enforced)."),
+        click.option("--debug", is_flag=True, help="Verbose logging, including rendered SQL."),
+        click.option("--verbose", "--test", "legacy_debug", is_flag=True, hidden=True, callback=_deprecated, expose_value=True),
+        click.option("--target", "target_url", metavar="URL", default=None, help="Target database URL (default: $SYNCRUNNER_TARGET_URL, else sqlite:///syncrunner.db)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _make_options(kw: dict) -> RunOptions:
+    return RunOptions(full=kw["full"], force=kw["force"], start_date=kw["start_date"],
+                      end_date=kw["end_date"], dry_run=kw["dry_run"], max_records=kw["max_records"],
+                      batch_size=kw["batch_size"], skip_validation=kw["skip_validation"],
+                      debug=kw["debug"] or kw["legacy_debug"])
+
+
+def _load_all(paths: tuple[str, ...]):
+    specs, errors = [], []
+    for path in find_specs(list(paths)):
+        try:
+            specs.append(load_spec(path))
+        except SpecError as e:
+            errors.append(e)
+    return specs, errors
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@run_options
+def run(paths: tuple[str, ...], **kw) -> None:
+    """Run the specs at PATHS (files or folders)."""
+    from .runtime.engine import run_spec
+
+    opts = _make_options(kw)
+    setup_logging(opts.debug)
+    try:
+        check_options(opts)
+    except OptionError as e:
+        raise click.UsageError(str(e)) from None
+    specs, errors = _load_all(paths)
+    for e in errors:
+        click.echo(str(e), err=True)
+    if errors:
+        sys.exit(EXIT_FAILED)
+    target = kw["target_url"] or default_target_url()
+    results = []
+    for spec in specs:
+        try:
+            results.append(run_spec(spec, opts, target))
+        except OptionError as e:
+            raise click.UsageError(str(e)) from None
+    _print_summary(results)
+    sys.exit(_exit_code(results))
+
+
+def _exit_code(results) -> int:
+    if any(r.status == "failed" for r in results):
+        return EXIT_FAILED
+    if any(r.status == "partial" for r in results):
+        return EXIT_PARTIAL
+    return EXIT_OK
+
+
+def _print_summary(results) -> None:
+    header = f"{'entity':<32} {'status':<8} {'fetched':>9} {'created':>9} {'updated':>9} {'unchanged':>9} {'failed':>7} {'seconds':>8}"
+    click.echo(header)
+    for r in results:
+        s = r.stats
+        click.echo(f"{r.spec.name:<32} {r.status:<8} {s.fetched:>9,} {s.created:>9,} {s.updated:>9,} "
+                   f"{s.unchanged + s.stale:>9,} {s.failed:>7,} {r.seconds:>8.1f}")
+        if r.error:
+            click.echo(f"  error: {redact(r.error)}")
+
+
+@main.command()
+@click.argument("spec_path", type=click.Path(exists=True, dir_okay=False))
+@run_options
+def plan(spec_path: str, **kw) -> None:
+    """Show what a run would do, moving no data: the window and why, the SQL or first request, the DDL."""
+    from .runtime.planner import plan_text
+
+    opts = _make_options(kw)
+    try:
+        check_options(opts)
+        spec = load_spec(spec_path)
+        check_options(opts, spec.source.timezone)
+    except OptionError as e:
+        raise click.UsageError(str(e)) from None
+    except SpecError as e:
+        click.echo(str(e), err=True)
+        sys.exit(EXIT_FAILED)
+    click.echo(plan_text(spec, opts, kw["target_url"] or default_target_url()))
+
+
+@main.command()
+@click.option("--dir", "workdir", default="demo-output", show_default=True, help="Where the demo databases go.")
+@click.option("--size", default=2000, show_default=True, help="Rows in the big demo tables.")
+def demo(workdir: str, size: int) -> None:
+    """Build a small Genius-shaped SQLite source, sync it, change it, sync again: end to end, no server."""
+    from .demo import run_demo
+
+    setup_logging(False)
+    sys.exit(run_demo(workdir, size))

@@ -1,0 +1,89 @@
+"""What every target dialect shares: the staging table and the SQL pieces of a set-based merge.
+A dialect module supplies only its merge statement(s) and its bulk load."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+
+@dataclass
+class MergePlan:
+    """Everything a dialect needs to merge the staging table into the target."""
+
+    target: sa.Table
+    stage: sa.Table
+    columns: list[str]
+    keys: list[str]
+    cursor: str | None      # target column compared to keep newer stored rows
+    force: bool
+
+
+class TargetDialect:
+    name = "generic"
+    distinct_op = "IS DISTINCT FROM"   # null-safe "differs" between two column references
+
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
+        self.q = engine.dialect.identifier_preparer.quote
+
+    # -- staging -----------------------------------------------------------------------------
+    def create_stage(self, conn: sa.Connection, target: sa.Table) -> sa.Table:
+        """A temporary table with the target's columns and types, no constraints."""
+        md = sa.MetaData()
+        cols = [sa.Column(c.name, c.type, nullable=True) for c in target.columns]
+        stage = sa.Table(f"sr_stage_{target.name}"[:63], md, *cols, prefixes=["TEMPORARY"])
+        stage.create(conn)
+        return stage
+
+    def clear_stage(self, conn: sa.Connection, stage: sa.Table) -> None:
+        conn.execute(stage.delete())
+
+    def load_stage(self, conn: sa.Connection, stage: sa.Table, rows: list[dict]) -> None:
+        conn.execute(stage.insert(), rows)
+
+    # -- SQL pieces ----------------------------------------------------------------------------
+    def join_on(self, a: str, b: str, keys: list[str]) -> str:
+        return " AND ".join(f"{a}.{self.q(k)} = {b}.{self.q(k)}" for k in keys)
+
+    def differs(self, a: str, b: str, cols: list[str]) -> str:
+        return " OR ".join(f"{a}.{self.q(c)} {self.distinct_op} {b}.{self.q(c)}" for c in cols)
+
+    def newer(self, stored: str, incoming: str, plan: MergePlan) -> str:
+        """Incoming replaces stored only when not older ("respect local timestamps")."""
+        if plan.force or not plan.cursor:
+            return "1=1"
+        c = self.q(plan.cursor)
+        return f"({stored}.{c} IS NULL OR {incoming}.{c} >= {stored}.{c})"
+
+    def stale_count(self, conn: sa.Connection, plan: MergePlan) -> int:
+        """Incoming rows older than the stored ones: kept as stored, counted apart."""
+        if plan.force or not plan.cursor:
+            return 0
+        t, s, c = self.q(plan.target.name), self.q(plan.stage.name), self.q(plan.cursor)
+        sql = f"SELECT COUNT(*) FROM {s} JOIN {t} ON {self.join_on(s, t, plan.keys)} WHERE {s}.{c} < {t}.{c}"
+        return int(conn.execute(sa.text(sql)).scalar_one())
+
+    def new_count(self, conn: sa.Connection, plan: MergePlan) -> int:
+        t, s = self.q(plan.target.name), self.q(plan.stage.name)
+        sql = (f"SELECT COUNT(*) FROM {s} WHERE NOT EXISTS "
+               f"(SELECT 1 FROM {t} WHERE {self.join_on(t, s, plan.keys)})")
+        return int(conn.execute(sa.text(sql)).scalar_one())
+
+    def merge(self, conn: sa.Connection, plan: MergePlan) -> tuple[int, int]:
+        """Upsert the staged rows; returns exactly (created, updated)."""
+        raise NotImplementedError
+
+
+def dialect_for(engine: sa.Engine) -> TargetDialect:
+    name = engine.dialect.name
+    if name == "postgresql":
+        from .postgresql import PostgresTarget
+        return PostgresTarget(engine)
+    if name == "sqlite":
+        from .sqlite import SqliteTarget
+        return SqliteTarget(engine)
+    if name in ("mysql", "mariadb"):
+        from .mysql import MysqlTarget
+        return MysqlTarget(engine)
+    raise ValueError(f"unsupported target database {name!r} (use postgresql, sqlite or mysql)")

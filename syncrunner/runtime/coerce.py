@@ -1,0 +1,163 @@
+"""Type coercion of source values to the spec's field types. A value that cannot be coerced raises
+DataError: the record is a data error (dead letter), never garbage in the target."""
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import re
+from typing import Any, Callable
+from zoneinfo import ZoneInfo
+
+UTC = dt.timezone.utc
+_TRUE = {"1", "true", "t", "yes", "y", "on"}
+_FALSE = {"0", "false", "f", "no", "n", "off"}
+_INT = re.compile(r"[+-]?\d+")
+
+
+class DataError(ValueError):
+    """A record-level data problem: which field, what value, why."""
+
+    def __init__(self, field: str | None, reason: str, value: Any = None):
+        self.field = field
+        self.reason = reason
+        self.value = value
+        super().__init__(f"{field}: {reason}" if field else reason)
+
+
+def _zero_date(s: str) -> bool:
+    return s.startswith("0000-00-00")
+
+
+def to_string(v: Any) -> str:
+    if isinstance(v, bytes):
+        return v.decode("utf-8", errors="replace")
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, sort_keys=True, default=str)
+    return str(v)
+
+
+def to_integer(v: Any) -> int:
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, int):
+        return v
+    if isinstance(v, (float, decimal.Decimal)):
+        if v != int(v):
+            raise ValueError(f"{v!r} is not a whole number")
+        return int(v)
+    s = str(v).strip().replace(",", "")
+    if _INT.fullmatch(s):
+        return int(s)
+    try:
+        d = decimal.Decimal(s)
+    except decimal.InvalidOperation:
+        raise ValueError(f"{v!r} is not an integer") from None
+    if d != d.to_integral_value():
+        raise ValueError(f"{v!r} is not a whole number")
+    return int(d)
+
+
+def make_decimal(precision: int, scale: int) -> Callable[[Any], decimal.Decimal]:
+    quantum = decimal.Decimal(1).scaleb(-scale)
+    limit = decimal.Decimal(10) ** (precision - scale)
+
+    def to_decimal(v: Any) -> decimal.Decimal:
+        if isinstance(v, bool):
+            raise ValueError(f"{v!r} is not a number")
+        try:
+            d = v if isinstance(v, decimal.Decimal) else decimal.Decimal(str(v).strip().replace(",", ""))
+        except decimal.InvalidOperation:
+            raise ValueError(f"{v!r} is not a number") from None
+        if not d.is_finite():
+            raise ValueError(f"{v!r} is not a finite number")
+        d = d.quantize(quantum, rounding=decimal.ROUND_HALF_EVEN)
+        if abs(d) >= limit:
+            raise ValueError(f"{v!r} does not fit DECIMAL({precision},{scale})")
+        return d
+
+    return to_decimal
+
+
+def to_boolean(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, (int, decimal.Decimal)) and v in (0, 1):
+        return bool(v)
+    s = str(v).strip().lower()
+    if s in _TRUE:
+        return True
+    if s in _FALSE:
+        return False
+    raise ValueError(f"{v!r} is not a boolean")
+
+
+def to_date(v: Any) -> dt.date:
+    if isinstance(v, dt.datetime):
+        return v.date()
+    if isinstance(v, dt.date):
+        return v
+    s = str(v).strip()
+    if _zero_date(s):
+        raise ValueError(f"zero date {s!r}")
+    try:
+        return dt.date.fromisoformat(s[:10])
+    except ValueError:
+        raise ValueError(f"{v!r} is not a date (YYYY-MM-DD)") from None
+
+
+def make_datetime(tz_name: str) -> Callable[[Any], dt.datetime]:
+    """Naive values are in the source zone; every result is an aware UTC datetime."""
+    tz = ZoneInfo(tz_name)
+
+    def to_datetime(v: Any) -> dt.datetime:
+        if isinstance(v, dt.datetime):
+            d = v
+        elif isinstance(v, dt.date):
+            d = dt.datetime.combine(v, dt.time())
+        elif isinstance(v, (int, float, decimal.Decimal)) and not isinstance(v, bool):
+            return _epoch(float(v))
+        else:
+            s = str(v).strip()
+            if _zero_date(s):
+                raise ValueError(f"zero date {s!r}")
+            if _INT.fullmatch(s):
+                return _epoch(float(s))
+            try:
+                d = dt.datetime.fromisoformat(s)
+            except ValueError:
+                raise ValueError(f"{v!r} is not a date-time (ISO 8601)") from None
+        if d.tzinfo is None:
+            d = d.replace(tzinfo=tz)
+        return d.astimezone(UTC)
+
+    return to_datetime
+
+
+def _epoch(x: float) -> dt.datetime:
+    if abs(x) > 1e11:  # milliseconds, as HubSpot sends them
+        x /= 1000.0
+    return dt.datetime.fromtimestamp(x, tz=UTC)
+
+
+def to_json(v: Any) -> Any:
+    if isinstance(v, (dict, list, int, float, bool)):
+        return v
+    if isinstance(v, (bytes, str)):
+        try:
+            return json.loads(v)
+        except ValueError:
+            raise ValueError("not valid JSON") from None
+    raise ValueError(f"{type(v).__name__} is not JSON")
+
+
+def coercer(type_name: str, *, tz: str = "UTC", precision: int = 18, scale: int = 4) -> Callable[[Any], Any]:
+    return {
+        "string": lambda: to_string,
+        "integer": lambda: to_integer,
+        "decimal": lambda: make_decimal(precision, scale),
+        "boolean": lambda: to_boolean,
+        "date": lambda: to_date,
+        "datetime": lambda: make_datetime(tz),
+        "json": lambda: to_json,
+    }[type_name]()

@@ -1,0 +1,171 @@
+"""Which window a run fetches (DESIGN.md §4), first match wins:
+--start-date, then --full/--force, then the last completed run's watermark minus lookback, then all.
+A failed run whose window is the one chosen again is resumed from its checkpoint."""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from ..spec import Spec
+from . import history
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?")
+
+
+class OptionError(ValueError):
+    """A command-line value that is refused before anything is touched."""
+
+
+@dataclass
+class RunOptions:
+    full: bool = False
+    force: bool = False
+    start_date: str | None = None
+    end_date: str | None = None
+    dry_run: bool = False
+    max_records: int = 0
+    batch_size: int | None = None
+    skip_validation: bool = False
+    debug: bool = False
+
+    def flags(self) -> dict:
+        """What SyncHistory.configuration records (no secrets live here)."""
+        return {k: v for k, v in self.__dict__.items()}
+
+
+@dataclass
+class Window:
+    mode: str                      # since | full | delta | initial
+    reason: str
+    since: Any = None              # lower bound (inclusive) in cursor-field terms: UTC datetime, int...
+    until: Any = None              # upper bound (exclusive)
+    resume_run: int | None = None  # the failed run this one resumes
+    position: dict | None = None   # keyset position to resume after
+    watermark: str | None = None   # watermark carried from a resumed run
+    base_watermark: str | None = None  # the completed run's watermark a delta window starts from
+
+    @property
+    def bounded(self) -> bool:
+        return self.since is not None or self.until is not None
+
+    def as_config(self) -> dict:
+        return {"mode": self.mode, "since": _text(self.since), "until": _text(self.until)}
+
+
+def _text(v: Any) -> str | None:
+    if v is None:
+        return None
+    return v.isoformat() if hasattr(v, "isoformat") else str(v)
+
+
+def parse_date_option(name: str, value: str | None, tz: str) -> dt.datetime | None:
+    """--start-date / --end-date: YYYY-MM-DD (or YYYY-MM-DDTHH:MM[:SS]) in the source zone -> UTC.
+    Anything else is refused with a clear message before any connection is made."""
+    if value is None:
+        return None
+    v = value.strip()
+    if _DATE.fullmatch(v):
+        try:
+            d = dt.datetime.combine(dt.date.fromisoformat(v), dt.time())
+        except ValueError as e:
+            raise OptionError(f"{name} {value!r} is not a valid date: {e}") from None
+    elif _DATETIME.fullmatch(v):
+        try:
+            d = dt.datetime.fromisoformat(v)
+        except ValueError as e:
+            raise OptionError(f"{name} {value!r} is not a valid date-time: {e}") from None
+    else:
+        raise OptionError(f"{name} {value!r} is not a date: expected YYYY-MM-DD")
+    return d.replace(tzinfo=ZoneInfo(tz)).astimezone(dt.timezone.utc)
+
+
+def check_options(opts: RunOptions, tz: str = "UTC") -> None:
+    """Refuse bad option values up front."""
+    since = parse_date_option("--start-date", opts.start_date, tz)
+    until = parse_date_option("--end-date", opts.end_date, tz)
+    if since and until and until <= since:
+        raise OptionError("--end-date must be after --start-date")
+    if opts.max_records < 0:
+        raise OptionError("--max-records must be 0 (unlimited) or more")
+    if opts.batch_size is not None and opts.batch_size < 1:
+        raise OptionError("--batch-size must be at least 1")
+
+
+def parse_watermark(text: str | None, cursor_type: str | None) -> Any:
+    if text is None:
+        return None
+    if cursor_type == "datetime":
+        return dt.datetime.fromisoformat(text)
+    if cursor_type == "date":
+        return dt.date.fromisoformat(text)
+    if cursor_type == "integer":
+        return int(text)
+    return text
+
+
+def format_watermark(value: Any) -> str | None:
+    return _text(value)
+
+
+def decide(spec: Spec, opts: RunOptions, conn: sa.Connection | None) -> Window:
+    """conn: a connection to the target with the history tables, or None when there are none yet."""
+    tz = spec.source.timezone
+    until = _end_of_day(opts.end_date, tz)
+    cursor_type = spec.fields[spec.cursor_field].type if spec.cursor_field else None
+    if not spec.source.cursor:
+        window = Window("full", "the spec has no cursor: every run is a full run", until=None)
+    elif opts.start_date:
+        window = Window("since", f"--start-date {opts.start_date}",
+                        since=_as_cursor(parse_date_option("--start-date", opts.start_date, tz), cursor_type),
+                        until=until)
+    elif opts.full or opts.force:
+        window = Window("full", "--force" if opts.force else "--full", until=until)
+    else:
+        last = history.last_completed(conn, spec.crm, spec.entity) if conn is not None else None
+        if last is not None and last.watermark is not None:
+            base = parse_watermark(last.watermark, cursor_type)
+            since = base - spec.lookback if isinstance(base, dt.datetime) else base
+            window = Window("delta", f"SyncHistory run {last.id} ({last.status}, ended "
+                                     f"{_text(last.end_time)}): watermark {last.watermark} minus lookback "
+                                     f"{spec.lookback}", since=since, until=until,
+                            base_watermark=last.watermark)
+        elif last is not None:
+            window = Window("initial", f"SyncHistory run {last.id} committed no rows: fetching everything", until=until)
+        else:
+            window = Window("initial", "no completed SyncHistory run: fetching everything", until=until)
+    if conn is not None:
+        _attach_resume(window, spec, conn)
+    return window
+
+
+def _attach_resume(window: Window, spec: Spec, conn: sa.Connection) -> None:
+    latest = history.latest_run(conn, spec.crm, spec.entity)
+    if latest is None or latest.status != "failed" or not latest.checkpoint:
+        return
+    cp = latest.checkpoint
+    if cp.get("window") == window.as_config() and cp.get("position") is not None:
+        window.resume_run = latest.id
+        window.position = cp["position"]
+        window.watermark = latest.watermark
+        window.reason += f"; resuming failed run {latest.id} after its last checkpoint"
+
+
+def _end_of_day(value: str | None, tz: str) -> dt.datetime | None:
+    d = parse_date_option("--end-date", value, tz)
+    if d is not None and _DATE.fullmatch(value.strip()):
+        d += dt.timedelta(days=1)  # --end-date names the last day included
+    return d
+
+
+def _as_cursor(d: dt.datetime | None, cursor_type: str | None) -> Any:
+    if d is None:
+        return None
+    if cursor_type == "date":
+        return d.date()
+    return d

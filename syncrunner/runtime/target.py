@@ -1,0 +1,45 @@
+"""The target database connection: where entity tables, SyncHistory and dead letters live."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from ..dburl import create_engine
+
+DEFAULT_TARGET = "sqlite:///syncrunner.db"
+
+
+def default_target_url() -> str:
+    return os.environ.get("SYNCRUNNER_TARGET_URL") or DEFAULT_TARGET
+
+
+def make_engine(url: str) -> sa.Engine:
+    """An engine with working transactions and savepoints on every dialect."""
+    u = sa.engine.make_url(url)
+    if u.get_backend_name() == "sqlite":
+        engine = create_engine(url, connect_args={"timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _no_implicit_tx(dbapi_conn, _record):  # pysqlite's own BEGIN handling breaks SAVEPOINT
+            dbapi_conn.isolation_level = None
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            dbapi_conn.execute("PRAGMA synchronous=NORMAL")
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn):
+            conn.exec_driver_sql("BEGIN")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def target_exists(url: str) -> bool:
+    """False for a SQLite file that is not there yet (connecting would create it)."""
+    u = sa.engine.make_url(url)
+    if u.get_backend_name() == "sqlite":
+        db = u.database
+        return bool(db) and db != ":memory:" and Path(db).exists()
+    return True

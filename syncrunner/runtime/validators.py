@@ -1,0 +1,69 @@
+"""Built-in validators by name (the reference guide's FIELD_TYPE_VALIDATORS). Each takes the coerced
+value and raises ValueError with a reason when it is not acceptable."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from typing import Any, Callable
+from urllib.parse import urlparse
+
+from . import coerce
+
+_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+")
+_PHONE_CHARS = re.compile(r"[\d\s().+\-/x]+", re.I)
+
+
+def email(v: Any) -> None:
+    if not _EMAIL.fullmatch(str(v)):
+        raise ValueError(f"invalid email {v!r}")
+
+
+def phone(v: Any) -> None:
+    s = str(v)
+    digits = re.sub(r"\D", "", s.split("x")[0].split("X")[0])
+    if not _PHONE_CHARS.fullmatch(s) or not 7 <= len(digits) <= 15:
+        raise ValueError(f"invalid phone number {v!r}")
+
+
+def url(v: Any) -> None:
+    p = urlparse(str(v))
+    if p.scheme not in ("http", "https") or not p.netloc:
+        raise ValueError(f"invalid URL {v!r}")
+
+
+def date(v: Any) -> None:
+    if not isinstance(v, dt.date):
+        coerce.to_date(v)
+
+
+def datetime(v: Any) -> None:
+    if not isinstance(v, dt.datetime):
+        coerce.make_datetime("UTC")(v)
+
+
+def number(v: Any) -> None:
+    coerce.make_decimal(65, 30)(v)
+
+
+def boolean(v: Any) -> None:
+    coerce.to_boolean(v)
+
+
+def string(v: Any) -> None:
+    if not isinstance(v, str):
+        raise ValueError(f"{type(v).__name__} is not a string")
+
+
+def json_(v: Any) -> None:
+    try:
+        json.dumps(v)
+    except (TypeError, ValueError):
+        raise ValueError("not serialisable as JSON") from None
+
+
+BUILTIN: dict[str, Callable[[Any], None]] = {
+    "email": email, "phone": phone, "url": url, "date": date, "datetime": datetime,
+    "number": number, "boolean": boolean, "string": string, "json": json_,
+}

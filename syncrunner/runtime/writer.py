@@ -1,0 +1,144 @@
+"""Target tables: create from the spec, add columns for new fields, refuse silent type changes, and
+write rows in sub-batches through a staging table, falling back to row by row when a bulk statement
+fails so that one bad row costs one row."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError
+
+from ..adapters.targets.base import MergePlan, TargetDialect, dialect_for
+from ..redact import redact
+from ..spec import Spec
+from .sqltypes import column_type, type_family
+
+log = logging.getLogger("syncrunner.writer")
+
+
+class SchemaChangeError(RuntimeError):
+    """The spec asks for a column type the stored table does not have: never changed silently."""
+
+
+@dataclass
+class WriteResult:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    stale: int = 0
+    rejected: list[tuple[dict, str]] = field(default_factory=list)  # rows the database refused
+
+
+def build_table(spec: Spec, metadata: sa.MetaData | None = None) -> sa.Table:
+    md = metadata or sa.MetaData()
+    cols = []
+    for name, f in spec.fields.items():
+        is_key = name in spec.target.key
+        cols.append(sa.Column(
+            name, column_type(f.type, max_length=f.max_length, precision=f.precision, scale=f.scale),
+            primary_key=is_key, nullable=not (is_key or f.required), autoincrement=False))
+    return sa.Table(spec.target.table, md, *cols)
+
+
+def _batches(rows: list[dict], size: int) -> Iterator[list[dict]]:
+    for i in range(0, len(rows), size):
+        yield rows[i:i + size]
+
+
+class Writer:
+    def __init__(self, engine: sa.Engine, spec: Spec, *, force: bool, batch_size: int | None = None):
+        self.engine = engine
+        self.spec = spec
+        self.force = force
+        self.batch_size = batch_size or spec.target.batch_size
+        self.table = build_table(spec)
+        self.dialect: TargetDialect = dialect_for(engine)
+        self.stage: sa.Table | None = None
+
+    # -- schema ----------------------------------------------------------------------------------
+    def schema_changes(self, conn: sa.Connection) -> tuple[str | None, list[sa.Column]]:
+        """(CREATE TABLE DDL if the table is missing, columns to add). Raises SchemaChangeError."""
+        insp = sa.inspect(conn)
+        if not insp.has_table(self.table.name):
+            ddl = str(sa.schema.CreateTable(self.table).compile(dialect=self.engine.dialect)).strip()
+            return ddl, []
+        stored = {c["name"]: c for c in insp.get_columns(self.table.name)}
+        missing, conflicts = [], []
+        for col in self.table.columns:
+            if col.name not in stored:
+                missing.append(col)
+                continue
+            want = type_family(col.type)
+            have = type_family(stored[col.name]["type"])
+            if want != have and not (want == "boolean" and have == "integer"):
+                conflicts.append(f"column {col.name}: stored {have} ({stored[col.name]['type']}), "
+                                 f"spec says {want}")
+        if conflicts:
+            raise SchemaChangeError(
+                f"table {self.table.name} differs from {self.spec.path}: " + "; ".join(conflicts)
+                + ". syncrunner never changes a column type silently: migrate the column yourself "
+                  "(ALTER TABLE ...) or rename the field.")
+        return None, missing
+
+    def add_column_sql(self, col: sa.Column) -> str:
+        spec = sa.schema.CreateColumn(col).compile(dialect=self.engine.dialect)
+        return f"ALTER TABLE {self.dialect.q(self.table.name)} ADD COLUMN {spec}"
+
+    def prepare(self, conn: sa.Connection) -> list[str]:
+        """Create or evolve the target table; returns what was done, for the log."""
+        create, missing = self.schema_changes(conn)
+        done = []
+        if create:
+            self.table.create(conn)
+            done.append(f"created table {self.table.name}")
+        for col in missing:
+            conn.execute(sa.text(self.add_column_sql(col)))
+            done.append(f"added column {self.table.name}.{col.name}")
+        return done
+
+    # -- rows ------------------------------------------------------------------------------------
+    def _plan(self) -> MergePlan:
+        return MergePlan(target=self.table, stage=self.stage, columns=[c.name for c in self.table.columns],
+                         keys=list(self.spec.target.key), cursor=self.spec.cursor_field, force=self.force)
+
+    def write(self, conn: sa.Connection, rows: list[dict]) -> WriteResult:
+        """Upsert rows (inside the caller's transaction) in sub-batches of batch_size."""
+        if self.stage is None:
+            self.stage = self.dialect.create_stage(conn, self.table)
+        plan = self._plan()
+        result = WriteResult()
+        for batch in _batches(rows, self.batch_size):
+            savepoint = conn.begin_nested()
+            try:
+                self._merge(conn, plan, batch, result)
+                savepoint.commit()
+            except DBAPIError as e:
+                savepoint.rollback()
+                log.warning("bulk upsert of %d rows into %s failed (%s); retrying row by row",
+                            len(batch), self.table.name, _short(e))
+                for row in batch:
+                    sp = conn.begin_nested()
+                    try:
+                        self._merge(conn, plan, [row], result)
+                        sp.commit()
+                    except DBAPIError as row_error:
+                        sp.rollback()
+                        result.rejected.append((row, f"database refused the row: {_short(row_error)}"))
+        return result
+
+    def _merge(self, conn: sa.Connection, plan: MergePlan, batch: list[dict], result: WriteResult) -> None:
+        self.dialect.clear_stage(conn, self.stage)
+        self.dialect.load_stage(conn, self.stage, batch)
+        stale = self.dialect.stale_count(conn, plan)
+        created, updated = self.dialect.merge(conn, plan)
+        result.created += created
+        result.updated += updated
+        result.stale += stale
+        result.unchanged += len(batch) - created - updated - stale
+
+
+def _short(e: BaseException) -> str:
+    text = str(getattr(e, "orig", None) or e).strip().splitlines()
+    return redact(text[0] if text else type(e).__name__)[:500]
