@@ -205,7 +205,8 @@ class FakeAPI:
         handler_cls = _make_handler(self)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler_cls)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self._thread.start()
         return self
 
