@@ -197,14 +197,13 @@ class FakeAPI:
         self._rng = random.Random(self.faults.seed)
         self._rng_seed = self.faults.seed
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
     # ----- lifecycle -------------------------------------------------------
     def start(self) -> "FakeAPI":
         handler_cls = _make_handler(self)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler_cls)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), handler_cls)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self._thread.start()
@@ -344,6 +343,14 @@ class FakeAPI:
                 LoggedRequest(req.index, req.method, req.path, req.query, req.raw_body,
                               status, fault, time.time())
             )
+
+
+class _Server(ThreadingHTTPServer):
+    """Daemon handler threads; a listen backlog big enough for parallel clients
+    (the default of 5 makes the kernel refuse connections the fake never saw)."""
+
+    daemon_threads = True
+    request_queue_size = 128
 
 
 def _make_handler(fake: FakeAPI) -> type[BaseHTTPRequestHandler]:
