@@ -30,8 +30,7 @@ def pg_url():
     admin.dispose()
 
 
-@pytest.fixture
-def mysql_url():
+def _mysql_database():
     name = _unique("srtest")
     admin = sa.create_engine(f"{MYSQL_SERVER}/", isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
@@ -43,6 +42,17 @@ def mysql_url():
 
 
 @pytest.fixture
+def mysql_url():
+    yield from _mysql_database()
+
+
+@pytest.fixture
+def mysql_target_url():
+    """A second MariaDB database, so a MariaDB target never shares the source's."""
+    yield from _mysql_database()
+
+
+@pytest.fixture
 def sqlite_url(tmp_path):
     return f"sqlite:///{tmp_path / 'target.db'}"
 
@@ -50,5 +60,5 @@ def sqlite_url(tmp_path):
 @pytest.fixture(params=["postgresql", "sqlite", "mysql"])
 def target_url(request):
     """A fresh empty target database of each supported kind."""
-    fixture = {"postgresql": "pg_url", "sqlite": "sqlite_url", "mysql": "mysql_url"}[request.param]
+    fixture = {"postgresql": "pg_url", "sqlite": "sqlite_url", "mysql": "mysql_target_url"}[request.param]
     return request.getfixturevalue(fixture)

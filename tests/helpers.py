@@ -27,11 +27,11 @@ item = sa.Table(
 
 
 def make_source(url: str, n: int, *, same_ts: bool = False, start_id: int = 1) -> sa.Engine:
-    """n item rows; same_ts puts them all on one updated_at (the keyset stress case)."""
+    """n item rows a minute apart; same_ts puts them all on one updated_at (the keyset stress case)."""
     engine = create_engine(url)
     item.metadata.create_all(engine)
     rows = [dict(id=i, name=f"item {i}", email=f"user{i}@example.com", amount=i * 1.5,
-                 seen_on="2025-01-02", updated_at=BASE_TS if same_ts else BASE_TS + dt.timedelta(seconds=i // 7))
+                 seen_on="2025-01-02", updated_at=BASE_TS if same_ts else BASE_TS + dt.timedelta(minutes=i))
             for i in range(start_id, start_id + n)]
     with engine.begin() as c:
         for k in range(0, len(rows), 5000):
@@ -75,6 +75,10 @@ def sync(spec_path: Path, source_url: str, target_url: str, **opts) -> RunResult
     observers = opts.pop("observers", None)
     spec = load_spec(spec_path, {"ITEM_DB_URL": source_url})
     return run_spec(spec, RunOptions(**opts), target_url, observers=observers)
+
+
+def table_rows(url: str, table: str, cols: str = "id, name, email, amount, seen_on") -> list[tuple]:
+    return [tuple(r) for r in rows(url, f"SELECT {cols} FROM {table} ORDER BY id")]
 
 
 def rows(url: str, sql: str, **params) -> list:

@@ -1,0 +1,116 @@
+"""Types, validators, expressions and ${ENV} interpolation, without a database."""
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from syncrunner.runtime.coerce import DataError
+from syncrunner.runtime.mapping import Mapper
+from syncrunner.spec import load_spec
+from syncrunner.redact import redact
+
+SPEC = """\
+crm: t
+entity: e
+enabled: ${FLAG:-true}
+source:
+  kind: sql
+  url: sqlite:///x.db
+  query: SELECT 1
+  cursor: updated_at
+  key: id
+  timezone: America/New_York
+  chunk_size: ${CHUNK:-250}
+target: {table: e, key: [id]}
+fields:
+  id: {type: integer, required: true}
+  email: {type: string, validators: [email]}
+  phone: {type: string, validators: [phone], on_invalid: "null"}
+  site: {type: string, validators: [url]}
+  price: {type: decimal, precision: 8, scale: 2, min: 0}
+  active: {type: boolean}
+  born: {type: date}
+  starts_at: {expr: "combine(day, at)", type: datetime}
+  stage: {type: string, choices: [lead, customer]}
+  code: {type: string, regex: "[A-Z]{3}", max_length: 3}
+  meta: {type: json}
+  name: {from: props.name, type: string}
+  first_tag: {from: "tags[0]", type: string}
+  updated_at: {type: datetime, required: true}
+validate:
+  - {rule: "price is none or price < 1000", message: "price too high"}
+"""
+
+
+@pytest.fixture
+def mapper(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text(SPEC)
+    return Mapper(load_spec(p, {}))
+
+
+def good(**over):
+    rec = dict(id="7", email="a@b.co", phone="(555) 123-4567", site="https://x.io", price="12.345",
+               active="yes", born="1990-05-01", day=dt.date(2025, 7, 1), at=dt.timedelta(hours=9, minutes=30),
+               stage="lead", code="ABC", meta='{"a": 1}', props={"name": "Zoë"}, tags=["vip", "x"],
+               updated_at=dt.datetime(2025, 1, 15, 8, 0))
+    rec.update(over)
+    return rec
+
+
+def test_good_record_is_typed(mapper):
+    row = mapper.map(good())
+    assert row["id"] == 7 and row["price"] == Decimal("12.34") and row["active"] is True
+    assert row["born"] == dt.date(1990, 5, 1) and row["meta"] == {"a": 1}
+    assert row["name"] == "Zoë" and row["first_tag"] == "vip"
+    # naive source times are New York local; stored as UTC (EDT in July, EST in January)
+    assert row["starts_at"] == dt.datetime(2025, 7, 1, 13, 30, tzinfo=dt.timezone.utc)
+    assert row["updated_at"] == dt.datetime(2025, 1, 15, 13, 0, tzinfo=dt.timezone.utc)
+
+
+@pytest.mark.parametrize("field,value,reason", [
+    ("email", "bob@", "invalid email"),
+    ("site", "ftp:/x", "invalid URL"),
+    ("price", "-1", "below the minimum"),
+    ("price", "abc", "not a number"),
+    ("price", "123456789", "does not fit"),
+    ("active", "2", "not a boolean"),
+    ("born", "0000-00-00", "zero date"),
+    ("updated_at", "0000-00-00 00:00:00", "zero date"),
+    ("updated_at", None, "required"),
+    ("id", "7.5", "not a whole number"),
+    ("stage", "other", "not one of"),
+    ("code", "abcd", "does not match"),
+    ("meta", "{oops", "not valid JSON"),
+])
+def test_bad_values_raise_data_error_naming_the_field(mapper, field, value, reason):
+    with pytest.raises(DataError) as e:
+        mapper.map(good(**{field: value}))
+    assert e.value.field == field and reason in e.value.reason
+
+
+def test_record_rule_and_on_invalid_null(mapper):
+    with pytest.raises(DataError, match="price too high"):
+        mapper.map(good(price="5000"))
+    row = mapper.map(good(phone="call me"))
+    assert row["phone"] is None and mapper.warnings[-1].field == "phone"
+
+
+def test_empty_strings_are_missing_for_typed_fields(mapper):
+    row = mapper.map(good(price="", born="  ", active=None))
+    assert row["price"] is None and row["born"] is None and row["active"] is None
+
+
+def test_env_interpolation_types_and_defaults(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text(SPEC)
+    spec = load_spec(p, {"FLAG": "false", "CHUNK": "1000"})
+    assert spec.enabled is False and spec.source.chunk_size == 1000
+    spec = load_spec(p, {})
+    assert spec.enabled is True and spec.source.chunk_size == 250
+
+
+def test_url_password_is_redacted_everywhere():
+    assert redact("mysql+pymysql://me:hunter22@db/x failed") == "mysql+pymysql://me:***@db/x failed"
