@@ -81,9 +81,15 @@ def _load_all(paths: tuple[str, ...]):
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @run_options
-def run(paths: tuple[str, ...], **kw) -> None:
-    """Run the specs at PATHS (files or folders)."""
+@click.option("--only", multiple=True, metavar="ENTITY", help="Run only these entities (repeatable; `appointments` or `genius.appointments`).")
+@click.option("--exclude", multiple=True, metavar="ENTITY", help="Skip these entities (repeatable).")
+def run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...], **kw) -> None:
+    """Run the specs at PATHS (files or folders), dependencies (`after:`) first.
+
+    One entity's failure does not stop the others. Exit code: 0 all succeeded, 3 some partial,
+    1 some failed."""
     from .runtime.engine import run_spec
+    from .runtime.ordering import OrderError, run_order, select
 
     opts = _make_options(kw)
     setup_logging(opts.debug)
@@ -96,6 +102,10 @@ def run(paths: tuple[str, ...], **kw) -> None:
         click.echo(str(e), err=True)
     if errors:
         sys.exit(EXIT_FAILED)
+    try:
+        specs = run_order(select(specs, only, exclude))
+    except OrderError as e:
+        raise click.UsageError(str(e)) from None
     target = kw["target_url"] or default_target_url()
     results = []
     for spec in specs:
