@@ -9,7 +9,7 @@ import click
 
 from .lint import lint_paths
 from .logsetup import setup_logging
-from .redact import redact
+from .report import print_summary
 from .runtime.strategy import OptionError, RunOptions, check_options
 from .runtime.target import default_target_url
 from .spec import SpecError, find_specs, load_spec
@@ -113,7 +113,7 @@ def run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...],
             results.append(run_spec(spec, opts, target))
         except OptionError as e:
             raise click.UsageError(str(e)) from None
-    _print_summary(results)
+    print_summary(results)
     sys.exit(_exit_code(results))
 
 
@@ -123,17 +123,6 @@ def _exit_code(results) -> int:
     if any(r.status == "partial" for r in results):
         return EXIT_PARTIAL
     return EXIT_OK
-
-
-def _print_summary(results) -> None:
-    header = f"{'entity':<32} {'status':<8} {'fetched':>9} {'created':>9} {'updated':>9} {'unchanged':>9} {'failed':>7} {'seconds':>8}"
-    click.echo(header)
-    for r in results:
-        s = r.stats
-        click.echo(f"{r.spec.name:<32} {r.status:<8} {s.fetched:>9,} {s.created:>9,} {s.updated:>9,} "
-                   f"{s.unchanged + s.stale:>9,} {s.failed:>7,} {r.seconds:>8.1f}")
-        if r.error:
-            click.echo(f"  error: {redact(r.error)}")
 
 
 @main.command()
