@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-from ..adapters.sources.base import Chunk, Source, make_source
+from ..adapters.sources.base import BadRecord, Chunk, Source, make_source
 from ..redact import redact
 from ..spec import Spec
 from . import history
@@ -224,6 +224,8 @@ class SyncRun:
         warn_before = len(self.mapper.warnings)
         for rec in chunk.records:
             try:
+                if isinstance(rec, BadRecord):
+                    raise DataError(None, rec.reason)
                 row = self.mapper.map(rec)
                 key = tuple(row[k] for k in key_fields)
                 if any(v is None for v in key):
@@ -304,6 +306,7 @@ class SyncRun:
             "duplicates_in_chunk": self.stats.duplicates,
             "null_cursor_rows": m.null_cursor_rows if m else 0,
             "warnings": self.stats.warnings,
+            **(m.extra if m else {}),  # source-specific counters (pages, throttled, query restarts...)
         }
 
     def _notify_started(self, window: Window, total: int | None = None) -> None:

@@ -38,9 +38,31 @@ def coalesce(*values: Any) -> Any:
     return None
 
 
+def epoch_ms(value: Any) -> int | None:
+    """A datetime as epoch milliseconds (HubSpot filters); naive values are taken as UTC."""
+    if value is None or isinstance(value, jinja2.Undefined):
+        return None
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return int(round(value.timestamp() * 1000))
+
+
+def epoch_s(value: Any) -> int | None:
+    ms = epoch_ms(value)
+    return None if ms is None else ms // 1000
+
+
+def iso(value: Any) -> str | None:
+    """ISO 8601 text of a date or datetime (aware values keep their offset)."""
+    if value is None or isinstance(value, jinja2.Undefined):
+        return None
+    return value.isoformat()
+
+
 def make_env() -> jinja2.Environment:
     env = jinja2.Environment(undefined=jinja2.ChainableUndefined, autoescape=False, keep_trailing_newline=True)
     env.globals.update(combine=combine, coalesce=coalesce)
+    env.filters.update(epoch_ms=epoch_ms, epoch_s=epoch_s, iso=iso)
     return env
 
 

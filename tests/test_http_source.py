@@ -1,0 +1,361 @@
+"""The HTTP source and the HubSpot / CallRail specs, over real loopback HTTP against the fakes in
+tests/fakes (no mocking of requests), landing in real PostgreSQL and SQLite targets."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from syncrunner.redact import redact
+from syncrunner.runtime.engine import RunResult, run_spec
+from syncrunner.runtime.strategy import RunOptions
+from syncrunner.runtime.templating import ENV
+from syncrunner.spec import Spec, load_spec
+from tests.fakes import FakeCallRail, FakeHubSpot
+from tests.fakes.server import FakeAPI, Request, Response, route
+from tests.helpers import history, rows
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+TOKEN = "pat-na1-0f3c9e1d-secret-token"
+API_KEY = "cr-key-77aa99bb-secret"
+ACCOUNT = "ACC0000000000000000000000000000042"
+T0 = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2025, 6, 15, 12, 0, tzinfo=dt.timezone.utc)
+FAST_RETRIES = {"max_attempts": 8, "backoff": 0.01, "max_backoff": 0.05}
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def target(request) -> str:
+    return request.getfixturevalue({"postgresql": "pg_url", "sqlite": "sqlite_url"}[request.param])
+
+
+@pytest.fixture
+def hubspot():
+    with FakeHubSpot(token=TOKEN, search_rate_limit=None) as fake:
+        yield fake
+
+
+@pytest.fixture
+def callrail():
+    with FakeCallRail(api_key=API_KEY, account_id=ACCOUNT, now=NOW) as fake:
+        yield fake
+
+
+def hubspot_spec(fake: FakeHubSpot, entity: str = "contacts", token: str = TOKEN, **options) -> Spec:
+    spec = load_spec(SPECS / "hubspot" / f"{entity}.yaml", {
+        "HUBSPOT_BASE_URL": fake.base_url, "HUBSPOT_TOKEN": token,
+        "HUBSPOT_SEARCH_REQUESTS_PER_SECOND": "1000"})
+    spec.source.options.update(options)
+    return spec
+
+
+def callrail_spec(fake: FakeCallRail, entity: str = "calls", key: str = API_KEY, **options) -> Spec:
+    spec = load_spec(SPECS / "callrail" / f"{entity}.yaml", {
+        "CALLRAIL_BASE_URL": fake.base_url, "CALLRAIL_API_KEY": key, "CALLRAIL_ACCOUNT_ID": ACCOUNT,
+        "CALLRAIL_REQUESTS_PER_SECOND": "1000"})
+    spec.source.options.update(options)
+    return spec
+
+
+def run(spec: Spec, target: str, **opts) -> RunResult:
+    return run_spec(spec, RunOptions(**opts), target)
+
+
+def as_json(value) -> dict:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def metrics(target: str) -> dict:
+    return as_json(history(target)[-1].performance_metrics)
+
+
+def seed_contacts(fake: FakeHubSpot, n: int, group: int = 37) -> list[str]:
+    """n contacts whose lastmodifieddate comes in runs of `group` equal values, so cap restarts and
+    chunk boundaries fall in the middle of a run of ties."""
+    ids = fake.seed("contacts", n, T0, step=dt.timedelta(seconds=1))
+    for g in range(0, n, group):
+        fake.touch("contacts", ids[g:g + group], when=T0 + dt.timedelta(minutes=g // group))
+    return ids
+
+
+def landed(target: str, table: str, key: str = "id") -> tuple[int, int]:
+    (total, distinct), = rows(target, f"SELECT COUNT(*), COUNT(DISTINCT {key}) FROM {table}")
+    return total, distinct
+
+
+# -- HubSpot ---------------------------------------------------------------------------------------
+def test_hubspot_25k_contacts_land_once_through_the_10k_cap(hubspot, target, capsys):
+    seed_contacts(hubspot, 25_000)
+    result = run(hubspot_spec(hubspot), target)
+    assert result.status == "success", result.error
+    assert landed(target, "hubspot_contacts") == (25_000, 25_000)
+    assert result.stats.fetched == 25_000  # every record fetched once, none twice
+    assert hubspot.count(status=400) == 0  # never paged into the cap
+    m = metrics(target)
+    assert m["query_restarts"] == 2 and m["api_calls"] == hubspot.counters.requests
+    assert m["api_calls_per_record"] == pytest.approx(0.01, abs=0.001)
+    (typed,), = rows(target, "SELECT COUNT(*) FROM hubspot_contacts WHERE lastmodifieddate IS NULL")
+    assert typed == 0
+    with capsys.disabled():
+        print(f"\n  hubspot contacts 25k -> {target.split(':')[0]}: {m['records_per_second']:.0f} records/s, "
+              f"{m['api_calls']} API calls, {m['api_calls_per_record']} calls/record")
+
+
+def test_more_ties_than_the_cap_fail_clearly(hubspot, sqlite_url):
+    ids = hubspot.seed("contacts", 250, T0)
+    hubspot.touch("contacts", ids, when=T0)
+    result = run(hubspot_spec(hubspot, max_results_per_query=100), sqlite_url)
+    assert result.status == "failed"
+    assert "more than max_results_per_query=100 records share the cursor value" in result.error
+
+
+def test_hubspot_faults_same_data_and_retries_counted(hubspot, target):
+    seed_contacts(hubspot, 3_000)
+    hubspot.faults.seed, hubspot.faults.error_rate, hubspot.faults.drop_rate = 3, 0.15, 0.08
+    result = run(hubspot_spec(hubspot, retries=FAST_RETRIES), target)
+    assert result.status == "success", result.error
+    c = hubspot.counters
+    assert c.injected_errors > 0 and c.dropped > 0
+    m = metrics(target)
+    assert m["retries"] == c.injected_errors + c.dropped
+    got = rows(target, "SELECT id, email, lastmodifieddate FROM hubspot_contacts ORDER BY id")
+    want = sorted((int(r.id), r.properties["email"]) for r in hubspot.records("contacts"))
+    assert [(r[0], r[1]) for r in got] == want
+
+
+def test_hubspot_429_bursts_honour_retry_after(hubspot, sqlite_url):
+    seed_contacts(hubspot, 1_200)
+    hubspot.search_rate_limit = 5
+    started = time.monotonic()
+    result = run(hubspot_spec(hubspot), sqlite_url)  # client budget 1000/s: it will be throttled
+    assert result.status == "success", result.error
+    assert landed(sqlite_url, "hubspot_contacts") == (1_200, 1_200)
+    m = metrics(sqlite_url)
+    assert hubspot.counters.throttled > 0
+    assert m["throttled"] == hubspot.counters.throttled == m["retries"]
+    assert time.monotonic() - started >= 1.0  # waited the Retry-After second
+
+
+def test_client_rate_limit_keeps_under_the_api_limit(hubspot, sqlite_url):
+    seed_contacts(hubspot, 1_000)
+    hubspot.search_rate_limit = 10
+    spec = hubspot_spec(hubspot, rate_limit={"per_second": 8})
+    result = run(spec, sqlite_url)
+    assert result.status == "success", result.error
+    assert hubspot.counters.throttled == 0
+    assert metrics(sqlite_url)["rate_limit_wait_seconds"] > 0.5
+
+
+def test_wrong_token_fails_fast_clearly_and_writes_nothing(hubspot, target, caplog):
+    caplog.set_level(logging.DEBUG)
+    seed_contacts(hubspot, 500)
+    wrong = "pat-na1-wrong-token-0000"
+    started = time.monotonic()
+    result = run(hubspot_spec(hubspot, token=wrong), target)
+    assert time.monotonic() - started < 3
+    assert result.status == "failed"
+    assert "HTTP 401" in result.error and "bearer token (from ${HUBSPOT_TOKEN})" in result.error
+    assert "page 1 of POST " in result.error and "not retried" in result.error
+    assert hubspot.counters.requests == 1
+    assert landed(target, "hubspot_contacts") == (0, 0)
+    (h,) = history(target)
+    assert h.status == "failed" and "HTTP 401" in h.error_message
+    for text in (result.error, h.error_message, json.dumps(as_json(h.configuration)), caplog.text):
+        assert wrong not in text and TOKEN not in text
+
+
+def test_malformed_json_page_names_url_and_page(hubspot, sqlite_url):
+    seed_contacts(hubspot, 1_000)
+    hubspot.faults.malformed_pages = {4}
+    result = run(hubspot_spec(hubspot), sqlite_url)
+    assert result.status == "failed"
+    # the base URL came from ${HUBSPOT_BASE_URL}: *_URL variables are redacted as secrets
+    assert "page 4 of POST ***/crm/v3/objects/contacts/search: the response is not valid JSON" in result.error
+
+
+def test_missing_records_path_names_url_and_page(callrail, sqlite_url):
+    callrail.seed("users", 5)
+    result = run(callrail_spec(callrail, "users", records="people"), sqlite_url)
+    assert result.status == "failed"
+    assert f"page 1 of GET ***/v3/a/{ACCOUNT}/users.json?per_page=250&page=1" in result.error
+    assert "no records at 'people'" in result.error and "users" in result.error
+
+
+def test_incremental_fetches_only_records_modified_since(hubspot, target):
+    ids = seed_contacts(hubspot, 2_000)
+    first = run(hubspot_spec(hubspot), target)
+    assert first.status == "success" and first.stats.fetched == 2_000
+    later = T0 + dt.timedelta(days=30)
+    changed = ids[100:250] + ids[1500:1530]
+    hubspot.touch("contacts", changed, when=later, firstname="Renamed")
+    new = hubspot.seed("contacts", 20, later + dt.timedelta(minutes=1))
+    hubspot.reset_log()
+    second = run(hubspot_spec(hubspot), target)
+    assert second.status == "success", second.error
+    assert (second.stats.created, second.stats.updated) == (20, len(changed))
+    # besides those, only the unchanged records inside the spec's 5-minute lookback are re-read
+    since = dt.datetime.fromisoformat(first.watermark) - dt.timedelta(minutes=5)
+    in_lookback = [r for r in hubspot.records("contacts") if since <= r.updated_at < later]
+    assert second.stats.unchanged == len(in_lookback) == 5 * 37 + 2
+    assert second.stats.fetched == len(changed) + len(new) + len(in_lookback)
+    body = json.loads(hubspot.log[0].body)
+    (flt,) = body["filterGroups"][0]["filters"]
+    assert flt["operator"] == "GTE" and flt["propertyName"] == "lastmodifieddate"
+    (renamed,), = rows(target, "SELECT COUNT(*) FROM hubspot_contacts WHERE firstname = 'Renamed'")
+    assert renamed == len(changed)
+
+
+def test_failed_run_resumes_from_its_checkpoint(hubspot, sqlite_url):
+    seed_contacts(hubspot, 3_000)
+    hubspot.faults.malformed_pages = {18}
+    spec = hubspot_spec(hubspot)
+    spec.source.chunk_size = 500
+    first = run(spec, sqlite_url)
+    assert first.status == "failed" and first.stats.fetched == 1_500
+    hubspot.faults.malformed_pages = set()
+    hubspot.reset_log()
+    second = run(spec, sqlite_url)
+    assert second.status == "success", second.error
+    assert "resuming failed run" in second.window.reason
+    assert second.stats.fetched == 1_500  # only the rest, none twice
+    assert landed(sqlite_url, "hubspot_contacts") == (3_000, 3_000)
+    assert json.loads(hubspot.log[0].body)["filterGroups"][0]["filters"][0]["operator"] == "GTE"
+
+
+@pytest.mark.parametrize("entity,props", [("companies", "hs_lastmodifieddate"), ("deals", "hs_lastmodifieddate")])
+def test_hubspot_companies_and_deals_typed(hubspot, sqlite_url, entity, props):
+    hubspot.seed(entity, 300, T0)
+    result = run(hubspot_spec(hubspot, entity), sqlite_url)
+    assert result.status == "success", result.error
+    assert landed(sqlite_url, f"hubspot_{entity}") == (300, 300)
+    body = json.loads(hubspot.log[0].body)
+    assert body["sorts"] == [{"propertyName": props, "direction": "ASCENDING"}]
+    col = "numberofemployees" if entity == "companies" else "amount"
+    (n,), = rows(sqlite_url, f"SELECT COUNT(*) FROM hubspot_{entity} WHERE {col} > 0")
+    assert n == 300
+
+
+# -- CallRail --------------------------------------------------------------------------------------
+def test_callrail_full_run_gets_every_call_not_just_30_days(callrail, target, capsys):
+    callrail.seed("trackers", 3)
+    ids = callrail.seed("calls", 5_000)  # two years of calls
+    result = run(callrail_spec(callrail), target)
+    assert result.status == "success", result.error
+    assert landed(target, "callrail_calls") == (5_000, 5_000)
+    first = callrail.log[0].query
+    assert first["date_range"] == ["all_time"] and first["relative_pagination"] == ["true"]
+    m = metrics(target)
+    with capsys.disabled():
+        print(f"\n  callrail calls 5k -> {target.split(':')[0]}: {m['records_per_second']:.0f} records/s, "
+              f"{m['api_calls']} API calls, {m['api_calls_per_record']} calls/record")
+    (tags,), = rows(target, f"SELECT tags FROM callrail_calls WHERE id = '{ids[0]}'")
+    assert isinstance(json.loads(tags) if isinstance(tags, str) else tags, list)
+
+    # delta: re-reads the lookback week by start_date, not the whole history
+    callrail.reset_log()
+    second = run(callrail_spec(callrail), target)
+    assert second.status == "success", second.error
+    q = callrail.log[0].query
+    assert "start_date" in q and "date_range" not in q
+    assert 0 < second.stats.fetched < 100
+
+
+@pytest.mark.parametrize("entity", ["companies", "trackers", "users"])
+def test_callrail_page_paginated_lists(callrail, sqlite_url, entity):
+    callrail.seed(entity, 260 if entity != "companies" else 520)
+    result = run(callrail_spec(callrail, entity, request={
+        **callrail_spec(callrail, entity).source.options["request"], "params": {"per_page": 100}}), sqlite_url)
+    assert result.status == "success", result.error
+    n = len(callrail.records(entity))
+    assert landed(sqlite_url, f"callrail_{entity}") == (n, n)
+    assert [e.query["page"] for e in callrail.log] == [[str(p)] for p in range(1, (n + 99) // 100 + 1)]
+
+
+def test_secrets_never_in_history_errors_or_logs(callrail, hubspot, sqlite_url, caplog):
+    caplog.set_level(logging.DEBUG)
+    callrail.seed("calls", 300)
+    hubspot.seed("contacts", 50, T0)
+    assert run(callrail_spec(callrail), sqlite_url).status == "success"
+    assert run(hubspot_spec(hubspot), sqlite_url).status == "success"
+    bad = run(callrail_spec(callrail, "users", key="not-the-key-123456"), sqlite_url)
+    assert bad.status == "failed" and "Authorization header (from ${CALLRAIL_API_KEY})" in bad.error
+    assert redact(f"x {API_KEY} {TOKEN} not-the-key-123456") == "x *** *** ***"
+    texts = [bad.error, caplog.text] + [f"{h.configuration} {h.error_message} {h.performance_metrics}"
+                                        for h in history(sqlite_url)]
+    for text in texts:
+        for secret in (API_KEY, TOKEN, "not-the-key-123456"):
+            assert secret not in text
+
+
+# -- generic styles against a tiny API: offset, link_header, query and basic auth -------------------
+class ListAPI(FakeAPI):
+    """120 items behind offset (`/offset?offset=&limit=`) and Link-header (`/linked?p=`) listings."""
+
+    items = [{"id": i, "updated": f"2025-01-01T00:{i // 60:02d}:{i % 60:02d}Z"} for i in range(1, 121)]
+
+    def routes(self):
+        return [route("GET", "/offset", self._offset), route("GET", "/linked", self._linked)]
+
+    def is_authorized(self, req: Request) -> bool:
+        return req.arg("api_key") == "qkey-123456" or req.headers.get("authorization") == "Basic dTpwd2QxMjM0NTY="
+
+    def _offset(self, req: Request) -> Response:
+        off, lim = int(req.arg("offset")), int(req.arg("limit"))
+        return Response(200, {"data": {"items": self.items[off:off + lim]}, "total": len(self.items)})
+
+    def _linked(self, req: Request) -> Response:
+        p = int(req.arg("p") or 0)
+        headers = {"Link": f'<{req.base_url}/linked?p={p + 1}>; rel="next"'} if (p + 1) * 50 < 120 else {}
+        return Response(200, self.items[p * 50:(p + 1) * 50], headers)
+
+
+LIST_SPEC = """\
+crm: test
+entity: items
+source:
+  kind: http
+  base_url: {base}
+  auth: {auth}
+  request: {request}
+  records: {records}
+  pagination: {pagination}
+  cursor: updated
+  key: id
+target: {{table: items, key: [id]}}
+fields:
+  id: {{type: integer, required: true}}
+  updated: {{type: datetime}}
+"""
+
+
+@pytest.mark.parametrize("style", ["offset", "link_header"])
+def test_offset_and_link_header_pagination_with_query_and_basic_auth(tmp_path, sqlite_url, style):
+    with ListAPI() as api:
+        text = LIST_SPEC.format(base=api.base_url, **({
+            "offset": dict(auth="{type: query, param: api_key, value: '${API_KEY}'}",
+                           request="{path: /offset, params: {limit: 25}}", records="data.items",
+                           pagination="{type: offset, param: offset, total: total}"),
+            "link_header": dict(auth="{type: basic, username: u, password: '${API_PASSWORD}'}",
+                                request="{path: /linked}", records="'@'", pagination="{type: link_header}"),
+        }[style]))
+        (tmp_path / "s.yaml").write_text(text)
+        spec = load_spec(tmp_path / "s.yaml", {"API_KEY": "qkey-123456", "API_PASSWORD": "pwd123456"})
+        result = run(spec, sqlite_url)
+        assert result.status == "success", result.error
+        assert landed(sqlite_url, "items") == (120, 120)
+        assert api.counters.requests == (5 if style == "offset" else 3)
+        # --start-date: the window is also applied client-side on the cursor
+        since = run(spec, sqlite_url, start_date="2025-01-01T00:01:30")
+        assert since.stats.fetched == 120 - 89
+
+
+def test_template_filters_for_window_values():
+    since = dt.datetime(2025, 1, 2, 3, 4, 5, 678000, tzinfo=dt.timezone.utc)
+    assert ENV.from_string("{{ s | epoch_ms }}").render(s=since) == "1735787045678"
+    assert ENV.from_string("{{ s | epoch_s }}").render(s=since) == "1735787045"
+    assert ENV.from_string("{{ s | iso }}").render(s=since) == "2025-01-02T03:04:05.678000+00:00"
+    assert ENV.from_string("{{ s | epoch_ms }}").render(s=None) == "None"
