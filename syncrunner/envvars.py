@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from .redact import is_secret_name, register_secret
+from .redact import is_secret_name, is_url_name, register_secret, register_url_password
 
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -44,6 +44,8 @@ def _substitute(text: str, env: Mapping[str, str], path: tuple, missing: list[Mi
             value = env[name]
             if is_secret_name(name):
                 register_secret(value)
+            elif is_url_name(name):
+                register_url_password(value)
             return value
         if default is not None:
             return default

@@ -6,7 +6,8 @@ import logging
 import re
 import threading
 
-_SECRET_NAME = re.compile(r"(TOKEN|KEY|SECRET|PASS|PWD|AUTH|CREDENTIAL|_URL$|_DSN$)", re.I)
+_SECRET_NAME = re.compile(r"(TOKEN|KEY|SECRET|PASS|PWD|AUTH|CREDENTIAL)", re.I)
+_URL_NAME = re.compile(r"(_URL|_DSN|_URI)$", re.I)
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@", re.I)
 _MIN_SECRET_LEN = 4
 _lock = threading.Lock()
@@ -16,6 +17,11 @@ _secrets: set[str] = set()
 def is_secret_name(var_name: str) -> bool:
     """Environment variables whose names look like credentials are treated as secrets."""
     return bool(_SECRET_NAME.search(var_name))
+
+
+def is_url_name(var_name: str) -> bool:
+    """URL variables (GENIUS_DB_URL, HUBSPOT_BASE_URL): only their password part is secret."""
+    return bool(_URL_NAME.search(var_name))
 
 
 def register_secret(value: str | None) -> None:

@@ -114,3 +114,22 @@ def test_env_interpolation_types_and_defaults(tmp_path):
 
 def test_url_password_is_redacted_everywhere():
     assert redact("mysql+pymysql://me:hunter22@db/x failed") == "mysql+pymysql://me:***@db/x failed"
+
+
+@pytest.mark.parametrize("value,ok", [("chloé@exämple.fr", True), ("a.b+c@x.co", True), ("bob@", False),
+                                      ("n/a", False), ("a@b", False), ("x@@y.com", False), ("a b@c.com", False)])
+def test_email_validator_accepts_international_addresses(value, ok):
+    from syncrunner.runtime.validators import email
+    if ok:
+        email(value)
+    else:
+        with pytest.raises(ValueError):
+            email(value)
+
+
+def test_url_variables_hide_only_their_password():
+    from syncrunner.envvars import interpolate
+    interpolate({"a": "${API_BASE_URL}", "b": "${DB_URL}"},
+                {"API_BASE_URL": "https://api.example.com", "DB_URL": "postgresql://u:pw-1234@h/db"})
+    assert redact("GET https://api.example.com/x") == "GET https://api.example.com/x"
+    assert "pw-1234" not in redact("error for postgresql://u:pw-1234@h/db and pw-1234")

@@ -10,8 +10,9 @@ from urllib.parse import urlparse
 
 from . import coerce
 
-_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+")
+# RFC 5322 "dot-atom" addresses, with internationalised (RFC 6531) letters allowed on both sides
+_EMAIL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[^\W_](?:[\w-]{0,61}[^\W_])?(?:\.[^\W_](?:[\w-]{0,61}[^\W_])?)*"
+                    r"\.[^\W\d_]{2,63}")
 _PHONE_CHARS = re.compile(r"[\d\s().+\-/x]+", re.I)
 
 
