@@ -133,3 +133,20 @@ def test_url_variables_hide_only_their_password():
                 {"API_BASE_URL": "https://api.example.com", "DB_URL": "postgresql://u:pw-1234@h/db"})
     assert redact("GET https://api.example.com/x") == "GET https://api.example.com/x"
     assert "pw-1234" not in redact("error for postgresql://u:pw-1234@h/db and pw-1234")
+
+
+def test_naive_window_bounds_cover_the_repeated_hour_when_clocks_fall_back(tmp_path):
+    """New York fell back at 2024-11-03 06:00 UTC: local 01:00-02:00 happened twice."""
+    from syncrunner.adapters.sources.sql import SqlSource
+    p = tmp_path / "s.yaml"
+    p.write_text(SPEC)
+    src = SqlSource(load_spec(p, {}))
+    utc = dt.timezone.utc
+    # 05:50 UTC is 01:50 EDT (first pass); rows stamped 01:10 EST (06:10 UTC) come later in time
+    assert src._bind_bound(dt.datetime(2024, 11, 3, 5, 50, tzinfo=utc), lower=True) == dt.datetime(2024, 11, 3, 0, 50)
+    # on an ordinary day the bound is just local time
+    assert src._bind_bound(dt.datetime(2024, 7, 1, 12, 0, tzinfo=utc), lower=True) == dt.datetime(2024, 7, 1, 8, 0)
+    assert src._bind_bound(dt.datetime(2024, 7, 1, 12, 0, tzinfo=utc), lower=False) == dt.datetime(2024, 7, 1, 8, 0)
+    # an upper bound just after the change reaches the end of the repeated hour's readings
+    assert src._bind_bound(dt.datetime(2024, 11, 3, 6, 10, tzinfo=utc), lower=False) == dt.datetime(2024, 11, 3, 2, 10)
+    src.close()

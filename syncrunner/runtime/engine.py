@@ -221,7 +221,7 @@ class SyncRun:
         good: dict[tuple, dict] = {}
         dead: list[dict] = []
         key_fields = self.spec.target.key
-        warn_before = len(self.mapper.warnings)
+        warnings = self.mapper.warnings  # filled by map() for values nulled by on_invalid: null
         for rec in chunk.records:
             try:
                 if isinstance(rec, BadRecord):
@@ -231,30 +231,33 @@ class SyncRun:
                 if any(v is None for v in key):
                     raise DataError(key_fields[0], "key value is missing")
             except DataError as e:
+                del warnings[:]
                 cs.failed += 1
                 skey = _key_text([g(rec) for g in self.key_getters])
                 dead.append(history.dead_letter(run_id, self.spec.crm, self.spec.entity, skey, e.field,
                                                 e.reason, rec))
-                self._log_bad(skey, e)
+                self._log_bad(skey, e.field, e.value, e.reason)
                 continue
+            if warnings:  # the record lands; the original values are kept beside it
+                skey = _key_text([g(rec) for g in self.key_getters])
+                for w in warnings:
+                    cs.warnings += 1
+                    dead.append(history.dead_letter(run_id, self.spec.crm, self.spec.entity, skey, w.field,
+                                                    f"stored NULL: {w.reason}", rec, action="nulled"))
+                    self._log_bad(skey, w.field, w.value, f"{w.reason}; stored NULL")
+                del warnings[:]
             if key in good:
                 cs.duplicates += 1
             good[key] = row
-        new_warnings = self.mapper.warnings[warn_before:]
-        cs.warnings = len(new_warnings)
-        for w in new_warnings[:5]:
-            log.warning("Validation warning for field '%s' with value '%s' (%s): %s; stored NULL",
-                        w.field, redact(w.value), self.spec.name, w.reason)
-        del self.mapper.warnings[:]
         return list(good.values()), dead, cs
 
-    def _log_bad(self, key: str | None, e: DataError) -> None:
+    def _log_bad(self, key: str | None, field: str | None, value: Any, reason: str) -> None:
         self.logged_bad += 1
         if self.logged_bad <= MAX_LOGGED_BAD_RECORDS:
             log.warning("Validation warning for field '%s' with value '%s' (Record: id=%s): %s",
-                        e.field or "(record)", redact(e.value), key, e.reason)
+                        field or "(record)", redact(value), key, reason)
         elif self.logged_bad == MAX_LOGGED_BAD_RECORDS + 1:
-            log.warning("%s: more bad records; see the sync_dead_letters table", self.spec.name)
+            log.warning("%s: more bad values; see the sync_dead_letters table", self.spec.name)
 
     def _max_cursor(self, rows: list[dict], current: Any) -> Any:
         if not self.cursor_field:

@@ -47,6 +47,8 @@ dead_letters = sa.Table(
     sa.Column("sync_type", sa.String(50), nullable=False),
     sa.Column("record_key", sa.String(255)),
     sa.Column("field", sa.String(100)),
+    # rejected: the record was skipped; nulled: it landed with this field NULL (on_invalid: null)
+    sa.Column("action", sa.String(10), nullable=False, default="rejected"),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("raw_record", sa.Text),
     sa.Column("created_at", UTCDateTime, nullable=False),
@@ -121,7 +123,7 @@ def add_dead_letters(conn: sa.Connection, rows: list[dict]) -> None:
 
 
 def dead_letter(run_id: int, crm: str, entity: str, key: Any, field: str | None, reason: str,
-                raw: Any) -> dict:
+                raw: Any, action: str = "rejected") -> dict:
     return dict(run_id=run_id, crm_source=crm, sync_type=entity,
-                record_key=None if key is None else str(key)[:255], field=field,
+                record_key=None if key is None else str(key)[:255], field=field, action=action,
                 reason=reason, raw_record=dumps(raw), created_at=utcnow())

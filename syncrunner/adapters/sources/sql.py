@@ -36,11 +36,20 @@ class SqlSource:
         self.metrics = SourceMetrics()
 
     # -- SQL building ----------------------------------------------------------------------------
-    def _bind_bound(self, value: Any) -> Any:
-        """Window bounds are UTC; naive source timestamps are local to the spec's time zone."""
-        if isinstance(value, dt.datetime):
-            return value.astimezone(self.tz).replace(tzinfo=None)
-        return value
+    def _bind_bound(self, value: Any, lower: bool) -> Any:
+        """Window bounds are UTC; naive source timestamps are local to the spec's time zone.
+
+        Local wall time runs backwards by an hour when clocks fall back, so a naive bound must
+        cover both readings of the repeated hour: a lower bound takes the earlier of local(t) and
+        local(t + 1h) - 1h, an upper bound the later of local(t) and local(t - 1h) + 1h. Without
+        this, rows written in the second pass of 01:00-02:00 are missed by the next delta."""
+        if not isinstance(value, dt.datetime):
+            return value
+        hour = dt.timedelta(hours=1)
+        local = lambda t: t.astimezone(self.tz).replace(tzinfo=None)  # noqa: E731
+        if lower:
+            return min(local(value), local(value + hour) - hour)
+        return max(local(value), local(value - hour) + hour)
 
     def _keyset(self, cols: list[str], values: list[Any], params: dict) -> str:
         """(c1, c2, ...) > (v1, v2, ...) written out so every database can use its index:
@@ -78,9 +87,9 @@ class SqlSource:
         else:
             order = keys
         if ":" + WINDOW_PARAMS["since"] in inner or window.since is not None:
-            params[WINDOW_PARAMS["since"]] = self._bind_bound(window.since)
+            params[WINDOW_PARAMS["since"]] = self._bind_bound(window.since, lower=True)
         if ":" + WINDOW_PARAMS["until"] in inner or window.until is not None:
-            params[WINDOW_PARAMS["until"]] = self._bind_bound(window.until)
+            params[WINDOW_PARAMS["until"]] = self._bind_bound(window.until, lower=False)
         if after is not None:
             where.append(self._keyset(order, after, params))
         sql = f"SELECT * FROM ({inner}) src"
