@@ -2,6 +2,10 @@
 `postgresql://...` and `mysql://...` work as users write them."""
 from __future__ import annotations
 
+import atexit
+import threading
+from typing import Callable
+
 import sqlalchemy as sa
 
 _DEFAULT_DRIVERS = {"postgresql": "psycopg2", "postgres": "psycopg2", "mysql": "pymysql", "mariadb": "pymysql"}
@@ -20,3 +24,26 @@ def normalize_url(url: str) -> sa.URL:
 
 def create_engine(url: str, **kwargs) -> sa.Engine:
     return sa.create_engine(normalize_url(url), **kwargs)
+
+
+_engines: dict[str, sa.Engine] = {}
+_lock = threading.Lock()
+
+
+def shared_engine(url: str, factory: Callable[[str], sa.Engine] | None = None) -> sa.Engine:
+    """One pooled engine per URL for the whole process: a folder of 20 specs (or a Celery worker)
+    connects once per database, not once per entity."""
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = (factory or (lambda u: create_engine(u, pool_pre_ping=True)))(url)
+            _engines[url] = engine
+        return engine
+
+
+@atexit.register
+def dispose_all() -> None:
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()

@@ -20,7 +20,7 @@ from .coerce import DataError
 from .mapping import Mapper, make_getter
 from .stats import Stats
 from .strategy import RunOptions, Window, check_options, decide, format_watermark, parse_watermark
-from .target import make_engine, target_exists
+from .target import shared_target_engine, target_exists
 from .writer import Writer
 
 log = logging.getLogger("syncrunner")
@@ -88,14 +88,13 @@ class SyncRun:
             return RunResult(spec, "skipped", self.stats, notes=["disabled"])
         started = time.monotonic()
         self.source = self.source or make_source(spec)
-        engine = make_engine(self.target_url)
+        engine = shared_target_engine(self.target_url)
         try:
             if opts.dry_run:
                 return self._dry_run(engine, started)
             return self._real_run(engine, started)
         finally:
             self.source.close()
-            engine.dispose()
 
     # -- dry run: read everything, write nothing (not even SyncHistory) -----------------------------
     def _dry_run(self, engine: sa.Engine, started: float) -> RunResult:
@@ -195,6 +194,9 @@ class SyncRun:
                 raise
             return result
         finally:
+            if conn.in_transaction():
+                conn.rollback()
+            writer.close(conn)
             conn.close()
 
     def _finish(self, conn: sa.Connection, run_id: int, status: str, error: str | None,

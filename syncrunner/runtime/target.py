@@ -7,13 +7,17 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from ..dburl import create_engine
+from ..dburl import create_engine, shared_engine
 
 DEFAULT_TARGET = "sqlite:///syncrunner.db"
 
 
 def default_target_url() -> str:
     return os.environ.get("SYNCRUNNER_TARGET_URL") or DEFAULT_TARGET
+
+
+def shared_target_engine(url: str) -> sa.Engine:
+    return shared_engine(url, make_engine)
 
 
 def make_engine(url: str) -> sa.Engine:

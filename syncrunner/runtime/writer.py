@@ -128,6 +128,16 @@ class Writer:
                         result.rejected.append((row, f"database refused the row: {_short(row_error)}"))
         return result
 
+    def close(self, conn: sa.Connection) -> None:
+        """Drop the staging table so a pooled connection goes back clean."""
+        if self.stage is not None:
+            try:
+                with conn.begin():
+                    self.dialect.drop_stage(conn, self.stage)
+            except Exception as e:  # noqa: BLE001 - the connection may be gone; temp tables die with it
+                log.debug("could not drop staging table %s: %s", self.stage.name, _short(e))
+            self.stage = None
+
     def _merge(self, conn: sa.Connection, plan: MergePlan, batch: list[dict], result: WriteResult) -> None:
         self.dialect.clear_stage(conn, self.stage)
         self.dialect.load_stage(conn, self.stage, batch)

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from ...dburl import create_engine
+from ...dburl import shared_engine
 from ...redact import redact, redact_url
 from ...runtime.codec import decode, encode
 from ...runtime.strategy import Window
@@ -30,7 +30,7 @@ class SqlSource:
         self.spec = spec
         self.src = spec.source
         self.url = self.src.options["url"]
-        self.engine = engine or create_engine(self.url, pool_pre_ping=True)
+        self.engine = engine or shared_engine(self.url)
         self.q = self.engine.dialect.identifier_preparer.quote
         self.tz = ZoneInfo(self.src.timezone)
         self.metrics = SourceMetrics()
@@ -154,7 +154,7 @@ class SqlSource:
                 "params": {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in params.items()}}
 
     def close(self) -> None:
-        self.engine.dispose()
+        """The engine is shared by every spec reading this database; it is disposed at exit."""
 
     def __repr__(self) -> str:
         return redact(f"SqlSource({self.url})")

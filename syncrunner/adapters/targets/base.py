@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import uuid
+
 import sqlalchemy as sa
 
 
@@ -32,9 +34,13 @@ class TargetDialect:
         """A temporary table with the target's columns and types, no constraints."""
         md = sa.MetaData()
         cols = [sa.Column(c.name, c.type, nullable=True) for c in target.columns]
-        stage = sa.Table(f"sr_stage_{target.name}"[:63], md, *cols, prefixes=["TEMPORARY"])
+        # unique per writer: a pooled connection may still hold an earlier run's temp table
+        stage = sa.Table(f"sr_stage_{uuid.uuid4().hex[:8]}_{target.name}"[:63], md, *cols, prefixes=["TEMPORARY"])
         stage.create(conn)
         return stage
+
+    def drop_stage(self, conn: sa.Connection, stage: sa.Table) -> None:
+        stage.drop(conn, checkfirst=False)
 
     def clear_stage(self, conn: sa.Connection, stage: sa.Table) -> None:
         conn.execute(stage.delete())
