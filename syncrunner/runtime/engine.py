@@ -256,8 +256,11 @@ class SyncRun:
     def _log_bad(self, key: str | None, field: str | None, value: Any, reason: str) -> None:
         self.logged_bad += 1
         if self.logged_bad <= MAX_LOGGED_BAD_RECORDS:
-            log.warning("Validation warning for field '%s' with value '%s' (Record: id=%s): %s",
-                        field or "(record)", redact(value), key, reason)
+            if field is None:  # a record-level rule or an unparseable record
+                log.warning("Validation warning for record (Record: id=%s): %s", key, reason)
+            else:
+                log.warning("Validation warning for field '%s' with value '%s' (Record: id=%s): %s",
+                            field, redact(value), key, reason)
         elif self.logged_bad == MAX_LOGGED_BAD_RECORDS + 1:
             log.warning("%s: more bad values; see the sync_dead_letters table", self.spec.name)
 
