@@ -35,6 +35,7 @@ class Heartbeat:
         self.guard = guard
         self.peak_rss_mb = peak_rss_mb
         self.beats = 0
+        self._lock_ok = True
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{run_id}", daemon=True)
 
@@ -65,6 +66,10 @@ class Heartbeat:
             self.beats += 1
         except Exception as e:  # noqa: BLE001 - a missed beat is logged, never fatal by itself
             log.warning("heartbeat for run %s failed: %s", self.run_id, type(e).__name__)
-        if self.guard is not None and not self.guard.check():
+        if self.guard is None:
+            return
+        ok = self.guard.check()
+        if not ok and self._lock_ok:  # say it once, not every beat
             log.warning("run %s: the lock session is gone; the run will take its locks back "
                         "before its next chunk", self.run_id)
+        self._lock_ok = ok
