@@ -81,7 +81,8 @@ def test_kill_9_at_random_moments_while_the_source_changes_loses_and_duplicates_
         tmp_path, mysql_url, pg_url):
     t0 = time.monotonic()
     make_source(mysql_url, KILL_ROWS)
-    spec = write_spec(tmp_path, chunk_size=1000, batch_size=1000)
+    # with a delete sweep: the keys staged by killed runs must survive into the run that finishes
+    spec = write_spec(tmp_path, chunk_size=1000, batch_size=1000, extra="deletes: {mode: sweep}\n")
     env = cli_env(mysql_url, pg_url, SYNCRUNNER_HEARTBEAT_SECONDS=1)
     seed = int(os.environ.get("SYNCRUNNER_TEST_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
@@ -121,11 +122,17 @@ def test_kill_9_at_random_moments_while_the_source_changes_loses_and_duplicates_
     assert final.returncode == 0, final.stdout + final.stderr
 
     runs = history(pg_url)
-    assert {r.status for r in runs[:-2]} <= {"failed"} and runs[-1].status == runs[-2].status == "success"
+    first_ok = next(i for i, r in enumerate(runs) if r.status == "success")
+    assert {r.status for r in runs[:first_ok]} == {"failed"} and runs[-1].status == "success"
     assert sum(r.records_created for r in runs) == KILL_ROWS  # no row created twice
     # updates come only from rows the changer touched, each change at most once
     assert sum(r.records_updated for r in runs) <= changer.changes
     assert all(r.status != "running" for r in runs)
+    chain_end = runs[first_ok]  # the full run that finished the chain of killed and resumed runs
+    assert _json(chain_end.configuration)["window"]["mode"] == "initial"
+    sweep = _json(chain_end.performance_metrics)["deletes"]
+    assert (sweep["status"], sweep["candidates"], sweep["records_deleted"]) == ("done", 0, 0), sweep
+    assert rows(pg_url, "SELECT COUNT(*) FROM items WHERE deleted_at IS NOT NULL")[0][0] == 0
     resumed = [r for r in runs if _json(r.configuration).get("resumed_from")]
     src, tgt = _source(mysql_url), _target(pg_url)
     assert len(src) == len(tgt) == KILL_ROWS
