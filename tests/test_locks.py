@@ -147,3 +147,25 @@ def test_sweep_marks_only_dead_stale_runs_failed(tmp_path, pg_url):
     assert status["alive"] == ("running", None)
     assert status["fresh"] == ("running", None)
     engine.dispose()
+
+
+def test_a_run_swept_as_dead_commits_no_further_chunk(tmp_path, mysql_url, target_url):
+    """If a sweeper declares a run dead (say its lock session vanished), the run's next chunk
+    transaction rolls back instead of writing behind its successor."""
+    make_source(mysql_url, 5000, same_ts=True)
+    engine = make_engine(target_url)
+
+    class SweptAfter2:
+        def started(self, *a): pass
+        def finished(self, *a): pass
+        def chunk_done(self, spec, chunk_no, stats):
+            if chunk_no == 2:
+                with engine.begin() as c:
+                    h.mark_dead(c, h.running_runs(c, "testcrm", "items")[0], "test")
+
+    result = sync(write_spec(tmp_path), mysql_url, target_url, observers=[SweptAfter2()])
+    engine.dispose()
+    assert result.status == "failed" and "no longer running" in result.error
+    run = history(target_url)[-1]
+    assert run.error_message.startswith("heartbeat lost") and run.records_created == 2000
+    assert rows(target_url, "SELECT COUNT(*) FROM items")[0][0] == 2000

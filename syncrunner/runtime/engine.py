@@ -250,7 +250,7 @@ class SyncRun:
             if run_id is None:
                 result = RunResult(spec, "failed", self.stats, window, seconds=time.monotonic() - started,
                                    error=message)
-            elif isinstance(e, history.RunSwept):  # the row belongs to the sweeper now
+            elif isinstance(e, (history.RunSwept, LockLost)):  # another run owns the entity now
                 result = RunResult(spec, "failed", self.stats, window, run_id,
                                    time.monotonic() - started, message)
                 self._notify_finished(result)
