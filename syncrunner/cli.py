@@ -14,7 +14,8 @@ from .runtime.strategy import OptionError, RunOptions, check_options
 from .runtime.target import default_target_url
 from .spec import SpecError, find_specs, load_spec
 
-EXIT_OK, EXIT_FAILED, EXIT_PARTIAL = 0, 1, 3
+EXIT_OK, EXIT_FAILED, EXIT_PARTIAL, EXIT_LOCKED = 0, 1, 3, 4
+EXIT_INTERRUPTED = 130
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -65,7 +66,8 @@ def _make_options(kw: dict) -> RunOptions:
     return RunOptions(full=kw["full"], force=kw["force"], start_date=kw["start_date"],
                       end_date=kw["end_date"], dry_run=kw["dry_run"], max_records=kw["max_records"],
                       batch_size=kw["batch_size"], skip_validation=kw["skip_validation"],
-                      debug=kw["debug"] or kw["legacy_debug"])
+                      debug=kw["debug"] or kw["legacy_debug"], wait=kw.get("wait") or 0.0,
+                      allow_mass_delete=bool(kw.get("allow_mass_delete")))
 
 
 def _load_all(paths: tuple[str, ...]):
@@ -81,13 +83,19 @@ def _load_all(paths: tuple[str, ...]):
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @run_options
+@click.option("--wait", type=float, default=0.0, show_default=True, metavar="SECONDS",
+              help="If a sync of the same entity is running, wait up to SECONDS for it (0: exit at once, code 4).")
+@click.option("--allow-mass-delete", is_flag=True,
+              help="Let a delete sweep remove more than the spec's deletes.max_delete_fraction.")
 @click.option("--only", multiple=True, metavar="ENTITY", help="Run only these entities (repeatable; `appointments` or `genius.appointments`).")
 @click.option("--exclude", multiple=True, metavar="ENTITY", help="Skip these entities (repeatable).")
 def run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...], **kw) -> None:
     """Run the specs at PATHS (files or folders), dependencies (`after:`) first.
 
-    One entity's failure does not stop the others. Exit code: 0 all succeeded, 3 some partial,
-    1 some failed."""
+    One entity's failure does not stop the others. Runs hold a lock per entity and one of
+    SYNCRUNNER_MAX_CONCURRENT (default 2) run slots in the target database; SIGTERM/SIGINT stop
+    after the current chunk (a second one at once). Exit code: 0 all succeeded, 3 some partial,
+    1 some failed, 4 an entity was already running."""
     from .runtime.engine import run_spec
     from .runtime.ordering import OrderError, run_order, select
 
@@ -113,6 +121,11 @@ def run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...],
             results.append(run_spec(spec, opts, target))
         except OptionError as e:
             raise click.UsageError(str(e)) from None
+        except KeyboardInterrupt:  # a second signal: the run is recorded failed, stop everything
+            print_summary(results)
+            sys.exit(EXIT_INTERRUPTED)
+        if results[-1].error and results[-1].error.startswith("interrupted"):
+            break  # a stop request ends the whole command, not just this spec
     print_summary(results)
     sys.exit(_exit_code(results))
 
@@ -120,6 +133,8 @@ def run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...],
 def _exit_code(results) -> int:
     if any(r.status == "failed" for r in results):
         return EXIT_FAILED
+    if any(r.status == "locked" for r in results):
+        return EXIT_LOCKED
     if any(r.status == "partial" for r in results):
         return EXIT_PARTIAL
     return EXIT_OK
@@ -146,6 +161,41 @@ def plan(spec_path: str, **kw) -> None:
 
 
 @main.command()
+@click.option("--stale-after", default="10m", show_default=True, metavar="DURATION",
+              help="A running sync whose heartbeat is older than this (30s, 10m, 1h) is dead.")
+@click.option("--target", "target_url", metavar="URL", default=None,
+              help="Target database URL (default: $SYNCRUNNER_TARGET_URL, else sqlite:///syncrunner.db).")
+def sweep(stale_after: str, target_url: str | None) -> None:
+    """Mark runs whose heartbeat is stale `failed` ("heartbeat lost"); a run whose lock is still
+    held is alive (maybe hung) and is only reported. A swept run's checkpoint stays resumable."""
+    from .runtime.history import sweep_stale
+    from .runtime.target import make_engine, target_exists
+    from .spec import parse_duration
+
+    setup_logging(False)
+    try:
+        age = parse_duration(stale_after)
+    except ValueError:
+        raise click.UsageError(f"--stale-after {stale_after!r} is not a duration (e.g. 30s, 10m, 2h)") from None
+    url = target_url or default_target_url()
+    if not target_exists(url):
+        click.echo("no target database yet: nothing to sweep")
+        return
+    engine = make_engine(url)
+    try:
+        swept, skipped = sweep_stale(engine, age)
+    finally:
+        engine.dispose()
+    for r in swept:
+        click.echo(f"swept run {r.id} {r.crm_source}.{r.sync_type} started {r.start_time.isoformat()}: "
+                   f"failed (heartbeat lost)")
+    for r in skipped:
+        click.echo(f"run {r.id} {r.crm_source}.{r.sync_type}: heartbeat stale but its lock is held "
+                   f"(process alive, maybe hung): not swept", err=True)
+    click.echo(f"{len(swept)} run(s) swept, {len(skipped)} stale but alive")
+
+
+@main.command()
 @click.option("--dir", "workdir", default="demo-output", show_default=True, help="Where the demo databases go.")
 @click.option("--size", default=2000, show_default=True, help="Rows in the big demo tables.")
 def demo(workdir: str, size: int) -> None:
@@ -154,3 +204,7 @@ def demo(workdir: str, size: int) -> None:
 
     setup_logging(False)
     sys.exit(run_demo(workdir, size))
+
+
+if __name__ == "__main__":
+    main()

@@ -80,6 +80,11 @@ def semantic_problems(data: dict, loc: Located, fname: str) -> list:
         if "://" not in source["url"]:
             add(("source", "url"), "not a database URL (expected e.g. mysql+pymysql://user@host/db)")
 
+    deletes = data.get("deletes")
+    if isinstance(deletes, dict) and deletes.get("action", "soft") == "soft" and "deleted_at" in fields:
+        add(("fields", "deleted_at"), "soft deletes (deletes.action: soft) manage the column deleted_at "
+                                      "themselves; rename this field")
+
     for i, rule in enumerate(data.get("validate") or []):
         if isinstance(rule, dict) and isinstance(rule.get("rule"), str):
             if msg := expression_problem(rule["rule"]):

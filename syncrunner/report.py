@@ -15,6 +15,7 @@ def summary_lines(results) -> list[str]:
                      f"{s.unchanged + s.stale:>9,} {s.failed:>7,} {r.seconds:>8.1f}")
         if r.error:
             lines.append(f"  error: {redact(r.error)}")
+        lines.extend(f"  {note}" for note in r.notes if note != "disabled")
     total = sum(r.stats.fetched for r in results)
     secs = sum(r.seconds for r in results)
     if len(results) > 1:

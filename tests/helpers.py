@@ -41,7 +41,7 @@ def make_source(url: str, n: int, *, same_ts: bool = False, start_id: int = 1) -
 
 ITEM_SPEC = """\
 crm: testcrm
-entity: items
+entity: {entity}
 source:
   kind: sql
   url: ${{ITEM_DB_URL}}
@@ -51,7 +51,7 @@ source:
   timezone: America/New_York
   chunk_size: {chunk_size}
 target:
-  table: items
+  table: {table}
   key: [id]
   batch_size: {batch_size}
 fields:
@@ -65,20 +65,50 @@ fields:
 
 
 def write_spec(tmp_path: Path, *, chunk_size: int = 1000, batch_size: int = 500, text: str | None = None,
-               name: str = "items.yaml") -> Path:
+               name: str = "items.yaml", entity: str = "items", table: str | None = None,
+               extra: str = "") -> Path:
+    """The item spec; `extra` is YAML appended at the top level (e.g. a deletes: block)."""
     path = tmp_path / name
-    path.write_text(text if text is not None else ITEM_SPEC.format(chunk_size=chunk_size, batch_size=batch_size))
+    if text is None:
+        text = ITEM_SPEC.format(chunk_size=chunk_size, batch_size=batch_size, entity=entity,
+                                table=table or entity) + extra
+    path.write_text(text)
     return path
 
 
 def sync(spec_path: Path, source_url: str, target_url: str, **opts) -> RunResult:
-    observers = opts.pop("observers", None)
+    """Run the item spec in-process; SyncRun's own keywords (observers, heartbeat_seconds,
+    max_concurrent) are passed to it, the rest are RunOptions."""
+    engine_kw = {k: opts.pop(k) for k in ("observers", "heartbeat_seconds", "max_concurrent") if k in opts}
     spec = load_spec(spec_path, {"ITEM_DB_URL": source_url})
-    return run_spec(spec, RunOptions(**opts), target_url, observers=observers)
+    return run_spec(spec, RunOptions(**opts), target_url, **engine_kw)
 
 
 def table_rows(url: str, table: str, cols: str = "id, name, email, amount, seen_on") -> list[tuple]:
     return [tuple(r) for r in rows(url, f"SELECT {cols} FROM {table} ORDER BY id")]
+
+
+def cli_env(source_url: str, target_url: str, **extra: str) -> dict:
+    """Environment for a `syncrunner` subprocess running the item spec."""
+    import os
+    env = dict(os.environ, ITEM_DB_URL=source_url, SYNCRUNNER_TARGET_URL=target_url)
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def cli(*args: object, env: dict, timeout: float = 300) -> "subprocess.CompletedProcess[str]":
+    """`syncrunner ARGS...` in a real subprocess (real signals, real process exit)."""
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "syncrunner.cli", *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def cli_start(*args: object, env: dict) -> "subprocess.Popen[str]":
+    import subprocess
+    import sys
+    return subprocess.Popen([sys.executable, "-m", "syncrunner.cli", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def rows(url: str, sql: str, **params) -> list:

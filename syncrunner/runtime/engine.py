@@ -2,12 +2,15 @@
 checkpoint, one target transaction per chunk. Knows nothing about any CRM."""
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
+import random
 import resource
 import socket
 import time
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -17,7 +20,11 @@ from ..redact import redact
 from ..spec import Spec
 from . import history
 from .coerce import DataError
+from .deletes import DeleteSweep
+from .heartbeat import Heartbeat
+from .locks import LockBusy, LockLost, RunGuard, slot_wait_from_env
 from .mapping import Mapper, make_getter
+from .signals import StopRequest
 from .stats import Stats
 from .strategy import RunOptions, Window, check_options, decide, format_watermark, parse_watermark
 from .target import shared_target_engine, target_exists
@@ -25,12 +32,19 @@ from .writer import Writer
 
 log = logging.getLogger("syncrunner")
 MAX_LOGGED_BAD_RECORDS = 20
+DEFAULT_TARGET_RETRY_SECONDS = 60.0
+
+
+def target_retry_seconds() -> float:
+    """How long a chunk keeps retrying while the target is unreachable (SYNCRUNNER_TARGET_RETRY_SECONDS)."""
+    value = os.environ.get("SYNCRUNNER_TARGET_RETRY_SECONDS", "").strip()
+    return float(value) if value else DEFAULT_TARGET_RETRY_SECONDS
 
 
 @dataclass
 class RunResult:
     spec: Spec
-    status: str                 # success | partial | failed | skipped (disabled) | dry-run
+    status: str                 # success | partial | failed | skipped (disabled) | dry-run | locked
     stats: Stats
     window: Window | None = None
     run_id: int | None = None
@@ -65,7 +79,8 @@ class SyncRun:
 
     def __init__(self, spec: Spec, opts: RunOptions, target_url: str, *,
                  observers: list[Observer] | None = None, source: Source | None = None,
-                 count_total: bool = False):
+                 count_total: bool = False, heartbeat_seconds: float | None = None,
+                 max_concurrent: int | None = None, handle_signals: bool = True):
         check_options(opts, spec.source.timezone)
         self.spec = spec
         self.opts = opts
@@ -79,6 +94,11 @@ class SyncRun:
         self.cursor_field = spec.cursor_field
         self.cursor_type = spec.fields[self.cursor_field].type if self.cursor_field else None
         self.logged_bad = 0
+        self.heartbeat_seconds = heartbeat_seconds
+        self.max_concurrent = max_concurrent
+        self.handle_signals = handle_signals
+        self.stop = StopRequest()
+        self.guard: RunGuard | None = None
 
     # -- public ----------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -92,7 +112,7 @@ class SyncRun:
         try:
             if opts.dry_run:
                 return self._dry_run(engine, started)
-            return self._real_run(engine, started)
+            return self._guarded_run(engine, started)
         finally:
             self.source.close()
 
@@ -113,6 +133,8 @@ class SyncRun:
                 obs.chunk_done(self.spec, chunk_no, self.stats)
         result = RunResult(self.spec, "dry-run", self.stats, window, seconds=time.monotonic() - started,
                            watermark=format_watermark(watermark))
+        if self.spec.deletes.mode == "sweep":
+            result.notes.append("deletes: not swept: --dry-run")
         log.info("Dry run of %s %s: %d fetched, %d valid, %d failed validation; nothing written",
                  self.spec.crm, self.spec.entity, self.stats.fetched,
                  self.stats.fetched - self.stats.failed, self.stats.failed)
@@ -125,22 +147,74 @@ class SyncRun:
         with engine.connect() as conn:
             return decide(self.spec, self.opts, conn if history.tables_exist(conn) else None)
 
+    # -- locks around the real run -----------------------------------------------------------------
+    def _guarded_run(self, engine: sa.Engine, started: float) -> RunResult:
+        """Hold the entity lock and a run slot for the whole run; no SyncHistory row is written by
+        a run that could not get them (it would break the resume of the one that has them)."""
+        spec = self.spec
+        self.guard = RunGuard(engine, spec.crm, spec.entity, max_concurrent=self.max_concurrent)
+        try:
+            self.guard.acquire(self.opts.wait, describe_holder=lambda: self._holder(engine))
+        except (LockBusy, sa.exc.SQLAlchemyError) as e:
+            busy = isinstance(e, LockBusy)
+            message = str(e) if busy else redact(f"{type(e).__name__}: {e}")
+            log.error("Not starting %s %s sync: %s", spec.crm, spec.entity, message)
+            result = RunResult(spec, "locked" if busy else "failed", self.stats,
+                               seconds=time.monotonic() - started, error=message)
+            self._notify_finished(result)
+            return result
+        try:
+            with self.stop if self.handle_signals else nullcontext():
+                return self._real_run(engine, started)
+        finally:
+            self.guard.release()
+
+    def _holder(self, engine: sa.Engine) -> str:
+        try:
+            with engine.connect() as conn:
+                return history.describe_holder(conn, self.spec.crm, self.spec.entity)
+        except sa.exc.SQLAlchemyError:
+            return ""
+
+    def _prepare_target(self, engine: sa.Engine, conn: sa.Connection, writer: Writer) -> None:
+        """Create/evolve the tables, then sweep this entity's dead runs: we hold its lock, so any
+        `running` row of it belongs to a process that is gone (its checkpoint becomes resumable)."""
+        for attempt in range(3):
+            try:
+                with conn.begin():  # the shared history tables: runs of other entities may race us
+                    history.ensure_tables(conn)
+                break
+            except sa.exc.DBAPIError:
+                if attempt == 2:
+                    raise
+                time.sleep(0.2 + random.random() * 0.3)
+        with conn.begin():
+            for msg in writer.prepare(conn):
+                log.info("%s: %s", self.spec.name, msg)
+        swept, _ = history.sweep_stale(engine, dt.timedelta(0), crm=self.spec.crm,
+                                       entity=self.spec.entity, lock_held=True)
+        for row in swept:
+            log.warning("%s: marked SyncHistory run %s (started %s) failed: heartbeat lost, its process "
+                        "is gone", self.spec.name, row.id, row.start_time.isoformat())
+
     # -- real run --------------------------------------------------------------------------------
     def _real_run(self, engine: sa.Engine, started: float) -> RunResult:
         spec, opts = self.spec, self.opts
         writer = Writer(engine, spec, force=opts.force, batch_size=opts.batch_size)
+        deletes = DeleteSweep(spec, writer.table, allow_mass_delete=opts.allow_mass_delete)
         conn = engine.connect()
         run_id = None
         window = None
         watermark: Any = None
+        beat: Heartbeat | None = None
         try:
-            with conn.begin():
-                history.ensure_tables(conn)
-                for msg in writer.prepare(conn):
-                    log.info("%s: %s", spec.name, msg)
+            self._prepare_target(engine, conn, writer)
             with conn.begin():
                 window = decide(spec, opts, conn)
                 run_id = history.start_run(conn, spec.crm, spec.entity, self._configuration(window))
+                deletes.begin(conn, window, opts, run_id)
+            beat = Heartbeat(engine, run_id, interval=self.heartbeat_seconds, guard=self.guard)
+            beat.start()
             watermark = self._initial_watermark(window)
             total = self.source.count(window) if self.count_total else None
             log.info("Starting %s %s sync with %s records: %s", spec.crm, spec.entity,
@@ -150,69 +224,148 @@ class SyncRun:
             for chunk in self.source.chunks(window, window.position, opts.max_records):
                 chunk_no += 1
                 rows, dead, cs = self._process(chunk, run_id)
-                with conn.begin():
-                    res = writer.write(conn, rows)
-                    for row, reason in res.rejected:
-                        dead.append(history.dead_letter(run_id, spec.crm, spec.entity,
-                                                        _key_text([row.get(k) for k in spec.target.key]),
-                                                        None, reason, row))
-                    cs.created, cs.updated = res.created, res.updated
-                    cs.unchanged, cs.stale = res.unchanged, res.stale
-                    cs.failed += len(res.rejected)
-                    history.add_dead_letters(conn, dead)
-                    accepted = [r for r in rows if not any(r is rr for rr, _ in res.rejected)]
-                    new_watermark = self._max_cursor(accepted, watermark)
-                    cs.chunks = 1
-                    pending = Stats(**self.stats.as_dict())
-                    pending.add(cs)
-                    history.write_checkpoint(conn, run_id, pending, format_watermark(new_watermark), {
-                        "window": window.as_config(), "position": chunk.position, "chunks": pending.chunks})
-                # committed: data, dead letters and checkpoint together
-                self.stats = pending
-                watermark = new_watermark
+                self.stats, watermark = self._commit_chunk(conn, writer, deletes, run_id, window, chunk,
+                                                           rows, dead, cs, watermark)
+                # committed: data, dead letters, staged keys and checkpoint together
                 for obs in self.observers:
                     obs.chunk_done(spec, chunk_no, self.stats)
+                if self.stop.requested:
+                    raise Interrupted(self.stop.requested)
             status = "partial" if self.stats.failed else "success"
             watermark = self._final_watermark(window, watermark)
-            result = self._finish(conn, run_id, status, None, window, watermark, started)
+            beat.stop()
+            result = self._finish(conn, run_id, status, None, window, watermark, started, deletes)
             log.info("Completed %s %s sync: %d created, %d updated, %d failed (%d unchanged, %d older than "
                      "stored) in %.1fs", spec.crm, spec.entity, self.stats.created, self.stats.updated,
                      self.stats.failed, self.stats.unchanged, self.stats.stale, result.seconds)
             return result
         except BaseException as e:  # noqa: BLE001 - every way out must leave SyncHistory consistent
-            message = "interrupted" if isinstance(e, (KeyboardInterrupt, Interrupted)) else \
+            message = f"interrupted ({e.args[0] if e.args else 'signal'})" \
+                if isinstance(e, (KeyboardInterrupt, Interrupted)) else \
                 redact(f"{type(e).__name__}: {e}")
             log.error("Failed %s %s sync: %s", spec.crm, spec.entity, message)
+            if beat is not None:
+                beat.stop()
             if run_id is None:
                 result = RunResult(spec, "failed", self.stats, window, seconds=time.monotonic() - started,
                                    error=message)
+            elif isinstance(e, (history.RunSwept, LockLost)):  # another run owns the entity now
+                result = RunResult(spec, "failed", self.stats, window, run_id,
+                                   time.monotonic() - started, message)
+                self._notify_finished(result)
             else:
-                result = self._finish(conn, run_id, "failed", message, window, None, started)
+                result = self._finish(conn, run_id, "failed", message, window, None, started, deletes)
             if isinstance(e, KeyboardInterrupt):
                 raise
             if not isinstance(e, Exception):
                 raise
             return result
         finally:
-            if conn.in_transaction():
+            if beat is not None:
+                beat.stop()
+            if not conn.invalidated and conn.in_transaction():
                 conn.rollback()
             writer.close(conn)
             conn.close()
 
+    def _commit_chunk(self, conn: sa.Connection, writer: Writer, deletes: DeleteSweep, run_id: int,
+                      window: Window, chunk: Chunk, rows: list[dict], dead: list[dict], cs: Stats,
+                      watermark: Any) -> tuple[Stats, Any]:
+        """Write one chunk, its dead letters, its staged keys and its checkpoint in one
+        transaction. If the target drops the connection (restart, failover), wait for it and write
+        the chunk again: the transaction rolled back, so nothing is half-written. Returns the run's
+        stats and watermark after the chunk."""
+        spec = self.spec
+        deadline: float | None = None
+        attempt = 0
+        while True:
+            pending: Stats | None = None
+            c, d = replace(cs), list(dead)  # a retry starts from the chunk as fetched
+            try:
+                if self.guard is not None and self.guard.lost:
+                    self._regain(conn, writer, run_id)
+                with conn.begin():
+                    res = writer.write(conn, rows)
+                    for row, reason in res.rejected:
+                        d.append(history.dead_letter(run_id, spec.crm, spec.entity,
+                                                     _key_text([row.get(k) for k in spec.target.key]),
+                                                     None, reason, row))
+                    c.created, c.updated = res.created, res.updated
+                    c.unchanged, c.stale = res.unchanged, res.stale
+                    c.failed += len(res.rejected)
+                    history.add_dead_letters(conn, d)
+                    deletes.stage(conn, rows)
+                    accepted = [r for r in rows if not any(r is rr for rr, _ in res.rejected)]
+                    new_watermark = self._max_cursor(accepted, watermark)
+                    c.chunks = 1
+                    pending = Stats(**self.stats.as_dict())
+                    pending.add(c)
+                    history.write_checkpoint(conn, run_id, pending, format_watermark(new_watermark), {
+                        "window": window.as_config(), "position": chunk.position, "chunks": pending.chunks,
+                        **deletes.checkpoint()})
+                return pending, new_watermark
+            except sa.exc.DBAPIError as e:
+                if not (e.connection_invalidated or conn.invalidated):
+                    raise
+                deadline = deadline or time.monotonic() + target_retry_seconds()
+                log.warning("%s: lost the target connection writing chunk %d (%s); retrying until it "
+                            "is back (up to %.0fs)", spec.name, self.stats.chunks + 1,
+                            type(e.orig).__name__ if e.orig else type(e).__name__, target_retry_seconds())
+            while True:  # wait for the target, then take our locks back
+                attempt += 1
+                if time.monotonic() > deadline:
+                    raise TargetUnavailable(f"the target stayed unreachable for {target_retry_seconds():.0f}s "
+                                            f"while writing chunk {self.stats.chunks + 1}")
+                time.sleep(min(5.0, 0.25 * 2 ** min(attempt, 5)) * (0.5 + random.random()))
+                try:
+                    committed = self._regain(conn, writer, run_id, chunk.position)
+                    break
+                except sa.exc.DBAPIError:
+                    continue
+            if committed and pending is not None:  # the commit landed; only its answer was lost
+                log.info("%s: chunk %d had committed before the connection dropped", spec.name, pending.chunks)
+                return pending, new_watermark
+            log.info("%s: target is back; writing chunk %d again", spec.name, self.stats.chunks + 1)
+
+    def _regain(self, conn: sa.Connection, writer: Writer, run_id: int, position: dict | None = None) -> bool:
+        """After a lost connection: reconnect, take the locks back, make sure this run was not
+        swept meanwhile. Returns True if the chunk at `position` is already committed."""
+        if conn.in_transaction():
+            conn.rollback()
+        writer.reset_session()  # temporary tables died with the old session
+        if self.guard is not None:
+            self.guard.reacquire(slot_wait_from_env())
+        with conn.begin():  # read again under the lock: a sweeper may have finished in between
+            row = history.run_row(conn, run_id)
+        if row is None or row.status != "running":
+            raise history.RunSwept(f"SyncHistory run {run_id} was marked {row.status if row else 'gone'} "
+                                   "while the target was unreachable; stopping")
+        return position is not None and (row.checkpoint or {}).get("position") == position
+
     def _finish(self, conn: sa.Connection, run_id: int, status: str, error: str | None,
-                window: Window | None, watermark: Any, started: float) -> RunResult:
+                window: Window | None, watermark: Any, started: float,
+                deletes: DeleteSweep | None = None) -> RunResult:
+        """Record the end of the run; a successful one sweeps deletes in the same transaction."""
         seconds = time.monotonic() - started
         metrics = self._metrics(seconds)
+        notes: list[str] = []
         try:
             if conn.in_transaction():
                 conn.rollback()
             with conn.begin():
+                if deletes is not None and deletes.active:
+                    metrics["deletes"] = deletes.finish(conn, status)
+                    metrics["records_deleted"] = metrics["deletes"].get("records_deleted", 0)
+                    notes.append(f"deletes: {metrics['deletes'].get('reason') or _deleted_note(metrics['deletes'])}")
                 history.finish_run(conn, run_id, status, self.stats, error=error, metrics=metrics,
                                    watermark=format_watermark(watermark) if watermark is not None else None)
         except Exception as e:  # noqa: BLE001 - the target itself may be gone; say so, don't mask
             log.error("could not record the end of run %s in SyncHistory: %s", run_id, redact(e))
+            if status != "failed":  # nothing was swept and the run is not recorded: it did not succeed
+                return self._finish(conn, run_id, "failed", redact(f"finishing the run: {type(e).__name__}: {e}"),
+                                    window, None, started)
         result = RunResult(self.spec, status, self.stats, window, run_id, seconds, error,
-                           format_watermark(watermark))
+                           format_watermark(watermark), notes)
         self._notify_finished(result)
         return result
 
@@ -324,6 +477,15 @@ class SyncRun:
     def _notify_finished(self, result: RunResult) -> None:
         for obs in self.observers:
             obs.finished(result)
+
+
+class TargetUnavailable(RuntimeError):
+    """The target stayed unreachable longer than the retry budget."""
+
+
+def _deleted_note(d: dict) -> str:
+    verb = "marked deleted" if d.get("action") == "soft" else "removed"
+    return f"{d.get('records_deleted', 0):,} row(s) not seen upstream {verb}"
 
 
 def _key_text(values: list[Any]) -> str | None:

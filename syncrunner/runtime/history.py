@@ -77,12 +77,62 @@ def start_run(conn: sa.Connection, crm: str, entity: str, configuration: dict) -
     return int(result.inserted_primary_key[0])
 
 
+class RunSwept(RuntimeError):
+    """The run's SyncHistory row is no longer `running` (a sweep declared it dead): it must not
+    commit anything more."""
+
+
 def write_checkpoint(conn: sa.Connection, run_id: int, stats: Stats, watermark: str | None,
                      checkpoint: dict) -> None:
-    conn.execute(sync_history.update().where(sync_history.c.id == run_id).values(
+    """Only a `running` row takes a checkpoint: a run that was swept as dead (say its lock session
+    vanished while it was cut off from the target) cannot commit a chunk behind its successor."""
+    h = sync_history.c
+    done = conn.execute(sync_history.update().where(h.id == run_id, h.status == "running").values(
         records_processed=stats.fetched, records_created=stats.created,
         records_updated=stats.updated, records_failed=stats.failed,
         watermark=watermark, checkpoint=checkpoint, heartbeat_at=utcnow()))
+    if done.rowcount != 1:
+        raise RunSwept(f"SyncHistory run {run_id} is no longer running (swept as dead); stopping")
+
+
+def heartbeat(conn: sa.Connection, run_id: int, peak_memory_mb: float) -> None:
+    """Stamp a live run; the full performance_metrics replace this at the end of the run."""
+    h = sync_history.c
+    conn.execute(sync_history.update().where(h.id == run_id, h.status == "running").values(
+        heartbeat_at=utcnow(), performance_metrics={"peak_memory_mb": round(peak_memory_mb, 1)}))
+
+
+def running_runs(conn: sa.Connection, crm: str | None = None, entity: str | None = None) -> list[sa.Row]:
+    h = sync_history.c
+    q = sa.select(sync_history).where(h.status == "running")
+    if crm is not None:
+        q = q.where(h.crm_source == crm, h.sync_type == entity)
+    return conn.execute(q.order_by(h.id)).fetchall()
+
+
+def mark_dead(conn: sa.Connection, row: sa.Row, why: str) -> bool:
+    """Mark a `running` row failed with "heartbeat lost" (its checkpoint stays: the next run of
+    the same window resumes from it). False if it finished meanwhile."""
+    h = sync_history.c
+    last = row.heartbeat_at.isoformat() if row.heartbeat_at else "never"
+    metrics = dict(row.performance_metrics or {})
+    metrics["swept"] = why
+    done = conn.execute(sync_history.update().where(h.id == row.id, h.status == "running").values(
+        status="failed", end_time=utcnow(), performance_metrics=metrics,
+        error_message=f"heartbeat lost (last heartbeat {last}; {why})"))
+    return done.rowcount == 1
+
+
+def describe_holder(conn: sa.Connection, crm: str, entity: str) -> str:
+    """" since <start> (pid P, host H)" for the live run of (crm, entity), for "already running"."""
+    if not tables_exist(conn):
+        return " (starting: no SyncHistory row yet)"
+    runs = running_runs(conn, crm, entity)
+    if not runs:
+        return " (starting or waiting for a run slot: no SyncHistory row yet)"
+    r = runs[-1]
+    cfg = r.configuration or {}
+    return f" since {r.start_time.isoformat()} (pid {cfg.get('pid')}, host {cfg.get('host')}; SyncHistory run {r.id})"
 
 
 def finish_run(conn: sa.Connection, run_id: int, status: str, stats: Stats, *, error: str | None,
@@ -111,6 +161,10 @@ def last_completed(conn: sa.Connection, crm: str, entity: str) -> sa.Row | None:
     return None
 
 
+def run_row(conn: sa.Connection, run_id: int) -> sa.Row | None:
+    return conn.execute(sa.select(sync_history).where(sync_history.c.id == run_id)).first()
+
+
 def latest_run(conn: sa.Connection, crm: str, entity: str) -> sa.Row | None:
     h = sync_history.c
     return conn.execute(sa.select(sync_history).where(
@@ -127,3 +181,34 @@ def dead_letter(run_id: int, crm: str, entity: str, key: Any, field: str | None,
     return dict(run_id=run_id, crm_source=crm, sync_type=entity,
                 record_key=None if key is None else str(key)[:255], field=field, action=action,
                 reason=reason, raw_record=dumps(raw), created_at=utcnow())
+
+
+def sweep_stale(engine: sa.Engine, stale_after: dt.timedelta, *, crm: str | None = None,
+                entity: str | None = None, lock_held: bool = False) -> tuple[list[sa.Row], list[sa.Row]]:
+    """Mark dead `running` runs failed; returns (swept, skipped).
+
+    A run is dead when its heartbeat is older than `stale_after` and nobody holds its entity lock
+    (a hung process still holding it is reported, not swept). `lock_held`: the caller holds
+    (crm, entity)'s lock, so every `running` row of that entity is dead whatever its age."""
+    from .locks import entity_lock_free  # locks knows nothing of history; keep it that way
+
+    with engine.connect() as conn:
+        if not tables_exist(conn):
+            return [], []
+        candidates = running_runs(conn, crm, entity)
+    now = utcnow()
+    swept, skipped = [], []
+    for row in candidates:
+        if lock_held:
+            why = "no live process held its lock"
+        else:
+            if row.heartbeat_at is not None and now - row.heartbeat_at < stale_after:
+                continue
+            if not entity_lock_free(engine, row.crm_source, row.sync_type):
+                skipped.append(row)
+                continue
+            why = f"no heartbeat for over {stale_after}"
+        with engine.begin() as conn:
+            if mark_dead(conn, row, why):
+                swept.append(row)
+    return swept, skipped

@@ -33,6 +33,8 @@ class RunOptions:
     batch_size: int | None = None
     skip_validation: bool = False
     debug: bool = False
+    wait: float = 0.0                 # seconds to wait for a running sync of the same entity
+    allow_mass_delete: bool = False   # let a delete sweep pass max_delete_fraction
 
     def flags(self) -> dict:
         """What SyncHistory.configuration records (no secrets live here)."""
@@ -93,6 +95,8 @@ def check_options(opts: RunOptions, tz: str = "UTC") -> None:
         raise OptionError("--end-date must be after --start-date")
     if opts.max_records < 0:
         raise OptionError("--max-records must be 0 (unlimited) or more")
+    if opts.wait < 0:
+        raise OptionError("--wait must be 0 (do not wait) or more seconds")
     if opts.batch_size is not None and opts.batch_size < 1:
         raise OptionError("--batch-size must be at least 1")
 

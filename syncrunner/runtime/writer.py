@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from ..adapters.targets.base import MergePlan, TargetDialect, dialect_for
 from ..redact import redact
 from ..spec import Spec
+from .deletes import DELETED_AT, deleted_at_column, soft_deletes
 from .sqltypes import column_type, type_family
 
 log = logging.getLogger("syncrunner.writer")
@@ -39,6 +40,8 @@ def build_table(spec: Spec, metadata: sa.MetaData | None = None) -> sa.Table:
         cols.append(sa.Column(
             name, column_type(f.type, max_length=f.max_length, precision=f.precision, scale=f.scale),
             primary_key=is_key, nullable=not (is_key or f.required), autoincrement=False))
+    if soft_deletes(spec):
+        cols.append(deleted_at_column())
     return sa.Table(spec.target.table, md, *cols)
 
 
@@ -56,6 +59,11 @@ class Writer:
         self.table = build_table(spec)
         self.dialect: TargetDialect = dialect_for(engine)
         self.stage: sa.Table | None = None
+        self.soft_deletes = soft_deletes(spec)
+
+    def reset_session(self) -> None:
+        """Forget per-session state (the temporary staging table) after a reconnect."""
+        self.stage = None
 
     # -- schema ----------------------------------------------------------------------------------
     def schema_changes(self, conn: sa.Connection) -> tuple[str | None, list[sa.Column]]:
@@ -109,12 +117,17 @@ class Writer:
             self.stage = self.dialect.create_stage(conn, self.table)
         plan = self._plan()
         result = WriteResult()
+        if self.soft_deletes:  # an upserted row is live again: deleted_at goes back to NULL
+            for r in rows:
+                r[DELETED_AT] = None
         for batch in _batches(rows, self.batch_size):
             savepoint = conn.begin_nested()
             try:
                 self._merge(conn, plan, batch, result)
                 savepoint.commit()
             except DBAPIError as e:
+                if e.connection_invalidated:  # the target went away: no row is to blame
+                    raise
                 savepoint.rollback()
                 log.warning("bulk upsert of %d rows into %s failed (%s); retrying row by row",
                             len(batch), self.table.name, _short(e))
