@@ -8,7 +8,7 @@ import warnings
 import click
 
 from .lint import lint_paths
-from .logsetup import setup_logging
+from .logsetup import LOG_FORMATS, setup_logging
 from .report import print_summary
 from .runtime.strategy import OptionError, RunOptions, check_options
 from .runtime.target import default_target_url
@@ -83,16 +83,22 @@ def _load_all(paths: tuple[str, ...]):
 @run_options
 @click.option("--only", multiple=True, metavar="ENTITY", help="Run only these entities (repeatable; `appointments` or `genius.appointments`).")
 @click.option("--exclude", multiple=True, metavar="ENTITY", help="Skip these entities (repeatable).")
-def run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...], **kw) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary (one object per entity) on stdout.")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True, help="Log lines on stderr: text, or one JSON object per line for log shippers.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress per entity (a bar on a terminal, a log line per chunk otherwise); counting the total costs one COUNT query per entity.")
+def run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...], as_json: bool, log_format: str,
+        progress: bool, **kw) -> None:
     """Run the specs at PATHS (files or folders), dependencies (`after:`) first.
 
     One entity's failure does not stop the others. Exit code: 0 all succeeded, 3 some partial,
     1 some failed."""
+    from .ops.summary import run_json
+    from .progress import ProgressObserver
     from .runtime.engine import run_spec
     from .runtime.ordering import OrderError, run_order, select
 
     opts = _make_options(kw)
-    setup_logging(opts.debug)
+    setup_logging(opts.debug, log_format)
     try:
         check_options(opts)
     except OptionError as e:
@@ -108,13 +114,18 @@ def run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...],
         raise click.UsageError(str(e)) from None
     target = kw["target_url"] or default_target_url()
     results = []
+    observers = [ProgressObserver()] if progress else []
     for spec in specs:
         try:
-            results.append(run_spec(spec, opts, target))
+            results.append(run_spec(spec, opts, target, observers=observers, count_total=progress))
         except OptionError as e:
             raise click.UsageError(str(e)) from None
-    print_summary(results)
-    sys.exit(_exit_code(results))
+    code = _exit_code(results)
+    if as_json:
+        click.echo(run_json(results, code))
+    else:
+        print_summary(results)
+    sys.exit(code)
 
 
 def _exit_code(results) -> int:
@@ -154,3 +165,13 @@ def demo(workdir: str, size: int) -> None:
 
     setup_logging(False)
     sys.exit(run_demo(workdir, size))
+
+
+# operator commands (issue 6): each lives in its own module under syncrunner/ops/
+from .docsgen import docs_command  # noqa: E402
+from .ops.health import health_command  # noqa: E402
+from .ops.history import history_command  # noqa: E402
+from .ops.init import init_command  # noqa: E402
+
+for _command in (history_command, health_command, init_command, docs_command):
+    main.add_command(_command)
