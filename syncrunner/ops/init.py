@@ -129,9 +129,13 @@ def guess_cursor(columns: list[Column]) -> Column | None:
     return next((c for c in timed if CURSOR_PATTERN.search(c.source)), None)
 
 
-def _q(value: str) -> str:
-    """A YAML scalar that stays a string (JSON strings are valid YAML)."""
-    return value if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value) else json.dumps(value)
+def guess_validator(column: str) -> str | None:
+    name = column.lower()
+    if "email" in name or "e_mail" in name:
+        return "email"
+    if re.search(r"(phone|mobile|fax)", name):
+        return "phone"
+    return None
 
 
 def render_spec(*, crm: str, entity: str, table: str, columns: list[Column], key: list[str],
@@ -186,6 +190,9 @@ def render_spec(*, crm: str, entity: str, table: str, columns: list[Column], key
         if c.source in key:
             parts.append("required: true")
         parts += [f"{k}: {v}" for k, v in c.extra.items()]
+        if c.type == "string" and (validator := guess_validator(c.source)):
+            # a bad email must not cost the whole record: store NULL, keep the value in dead letters
+            parts += [f"validators: [{validator}]", 'on_invalid: "null"']
         comment = f"  # {c.comment}" if c.comment else ""
         out.append(f"  {(c.name + ':').ljust(width)} {{{', '.join(parts)}}}{comment}")
     for note in skipped:
