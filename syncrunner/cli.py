@@ -52,7 +52,7 @@ def run_options(f):
         click.option("--max-records", type=int, default=0, show_default=True, help="Stop after N records (0 = unlimited)."),
         click.option("--batch-size", type=int, default=None, help="Rows per bulk upsert (default: the spec's target.batch_size)."),
         click.option("--skip-validation", is_flag=True, help="Skip validators and record rules (types are still enforced)."),
-        click.option("--debug", is_flag=True, help="Verbose logging, including rendered SQL."),
+        click.option("--debug", is_flag=True, help="Verbose logging, including the SQL sent and HTTP request URLs (secrets redacted)."),
         click.option("--verbose", "--test", "legacy_debug", is_flag=True, hidden=True, callback=_deprecated, expose_value=True),
         click.option("--target", "target_url", metavar="URL", default=None, help="Target database URL (default: $SYNCRUNNER_TARGET_URL, else sqlite:///syncrunner.db)."),
     ]
@@ -114,7 +114,8 @@ def run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...],
         raise click.UsageError(str(e)) from None
     target = kw["target_url"] or default_target_url()
     results = []
-    observers = [ProgressObserver()] if progress else []
+    # JSON logs go to a shipper even when started from a terminal: chunk lines, not a bar
+    observers = [ProgressObserver(tty=False if log_format == "json" else None)] if progress else []
     for spec in specs:
         try:
             results.append(run_spec(spec, opts, target, observers=observers, count_total=progress))

@@ -131,3 +131,21 @@ def test_no_secret_in_any_output(tmp_path, secret_env):
             dump = "\n".join(map(str, c.execute(sa.text(f"SELECT * FROM {table}")).fetchall()))
             assert dump and password not in dump and token not in dump, table
     target.dispose()
+
+
+def test_debug_request_urls_are_shown_with_the_token_redacted(tmp_path, sqlite_url):
+    """--debug logs every HTTP request line; a token sent as a query parameter shows as ***."""
+    from tests.test_http_source import LIST_SPEC, ListAPI
+
+    with ListAPI() as api:
+        (tmp_path / "s.yaml").write_text(LIST_SPEC.format(
+            base=api.base_url, auth="{type: query, param: api_key, value: '${LIST_API_KEY}'}",
+            request="{path: /offset, params: {limit: 25}}", records="data.items",
+            pagination="{type: offset, param: offset, total: total}"))
+        env = {**os.environ, "LIST_API_KEY": "qkey-123456", "PYTHONPATH": os.getcwd()}
+        for extra in ([], ["--json"], ["--log-format", "json"]):
+            res = _cli(["run", "s.yaml", "--debug", "--target", sqlite_url, *extra], env, tmp_path)
+            out = res.stdout + res.stderr
+            assert res.returncode == 0, out[-2000:]
+            assert "qkey-123456" not in out
+            assert 'GET /offset?limit=25&offset=0&api_key=*** HTTP/1.1' in out.replace('\\"', '"')
