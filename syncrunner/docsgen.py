@@ -100,7 +100,6 @@ class Generator:
 
     # -- walking ---------------------------------------------------------------------------------
     def row(self, name: str, node: dict, required: set[str]) -> list[str]:
-        raw = node
         node = self.resolve(node)
         desc = node.get("description", "")
         title = node.get("title")
@@ -108,7 +107,6 @@ class Generator:
         if "examples" in node:
             text += " Example: " + ", ".join(f"`{_inline(e)}`" for e in node["examples"])
         default = f"`{_inline(node['default'])}`" if "default" in node else ""
-        del raw
         return [f"`{name}`", self.type_text(node), "yes" if name in required else "", default, text]
 
     def walk(self, title: str, path: str, node: dict, description: str | None = None) -> None:

@@ -15,7 +15,6 @@ import datetime as dt
 import json
 import sys
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import click
 

@@ -267,7 +267,7 @@ def init_command(from_table: tuple[str, str], crm: str, entity: str, out_path: s
             raise click.BadParameter(f"no column {cursor_name!r} in {table}", param_hint="--cursor")
     else:
         cursor = guess_cursor(columns)
-        note = (f"guessed from the column name; it must change whenever a row changes" if cursor else
+        note = ("guessed from the column name; it must change whenever a row changes" if cursor else
                 "no update-time column found, so every run reads the whole table; add `cursor:` if one exists")
     schema_ref = os.path.relpath(schema_path(), out.resolve().parent)
     text = render_spec(crm=crm, entity=entity, table=table, columns=columns, key=key, cursor=cursor,
