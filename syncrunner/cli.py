@@ -8,7 +8,7 @@ import warnings
 import click
 
 from .lint import lint_paths
-from .logsetup import setup_logging
+from .logsetup import LOG_FORMATS, setup_logging
 from .report import print_summary
 from .runtime.strategy import OptionError, RunOptions, check_options
 from .runtime.target import default_target_url
@@ -53,7 +53,7 @@ def run_options(f):
         click.option("--max-records", type=int, default=0, show_default=True, help="Stop after N records (0 = unlimited)."),
         click.option("--batch-size", type=int, default=None, help="Rows per bulk upsert (default: the spec's target.batch_size)."),
         click.option("--skip-validation", is_flag=True, help="Skip validators and record rules (types are still enforced)."),
-        click.option("--debug", is_flag=True, help="Verbose logging, including rendered SQL."),
+        click.option("--debug", is_flag=True, help="Verbose logging, including the SQL sent and HTTP request URLs (secrets redacted)."),
         click.option("--verbose", "--test", "legacy_debug", is_flag=True, hidden=True, callback=_deprecated, expose_value=True),
         click.option("--target", "target_url", metavar="URL", default=None, help="Target database URL (default: $SYNCRUNNER_TARGET_URL, else sqlite:///syncrunner.db)."),
     ]
@@ -89,18 +89,23 @@ def _load_all(paths: tuple[str, ...]):
               help="Let a delete sweep remove more than the spec's deletes.max_delete_fraction.")
 @click.option("--only", multiple=True, metavar="ENTITY", help="Run only these entities (repeatable; `appointments` or `genius.appointments`).")
 @click.option("--exclude", multiple=True, metavar="ENTITY", help="Skip these entities (repeatable).")
-def run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...], **kw) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary (one object per entity) on stdout.")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True, help="Log lines on stderr: text, or one JSON object per line for log shippers.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress per entity (a bar on a terminal, a log line per chunk otherwise); counting the total costs one COUNT query per entity.")
+def run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...], as_json: bool, log_format: str,
+        progress: bool, **kw) -> None:
     """Run the specs at PATHS (files or folders), dependencies (`after:`) first.
 
     One entity's failure does not stop the others. Runs hold a lock per entity and one of
     SYNCRUNNER_MAX_CONCURRENT (default 2) run slots in the target database; SIGTERM/SIGINT stop
     after the current chunk (a second one at once). Exit code: 0 all succeeded, 3 some partial,
     1 some failed, 4 an entity was already running."""
+    from .progress import ProgressObserver
     from .runtime.engine import run_spec
     from .runtime.ordering import OrderError, run_order, select
 
     opts = _make_options(kw)
-    setup_logging(opts.debug)
+    setup_logging(opts.debug, log_format)
     try:
         check_options(opts)
     except OptionError as e:
@@ -116,18 +121,28 @@ def run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...],
         raise click.UsageError(str(e)) from None
     target = kw["target_url"] or default_target_url()
     results = []
+    # JSON logs go to a shipper even when started from a terminal: chunk lines, not a bar
+    observers = [ProgressObserver(tty=False if log_format == "json" else None)] if progress else []
     for spec in specs:
         try:
-            results.append(run_spec(spec, opts, target))
+            results.append(run_spec(spec, opts, target, observers=observers, count_total=progress))
         except OptionError as e:
             raise click.UsageError(str(e)) from None
         except KeyboardInterrupt:  # a second signal: the run is recorded failed, stop everything
-            print_summary(results)
-            sys.exit(EXIT_INTERRUPTED)
+            _report(results, EXIT_INTERRUPTED, as_json)
         if results[-1].error and results[-1].error.startswith("interrupted"):
             break  # a stop request ends the whole command, not just this spec
-    print_summary(results)
-    sys.exit(_exit_code(results))
+    _report(results, _exit_code(results), as_json)
+
+
+def _report(results, code: int, as_json: bool) -> None:
+    from .ops.summary import run_json
+
+    if as_json:
+        click.echo(run_json(results, code))
+    else:
+        print_summary(results)
+    sys.exit(code)
 
 
 def _exit_code(results) -> int:
@@ -204,6 +219,16 @@ def demo(workdir: str, size: int) -> None:
 
     setup_logging(False)
     sys.exit(run_demo(workdir, size))
+
+
+# operator commands (issue 6): each lives in its own module under syncrunner/ops/
+from .docsgen import docs_command  # noqa: E402
+from .ops.health import health_command  # noqa: E402
+from .ops.history import history_command  # noqa: E402
+from .ops.init import init_command  # noqa: E402
+
+for _command in (history_command, health_command, init_command, docs_command):
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

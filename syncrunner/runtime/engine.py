@@ -121,7 +121,7 @@ class SyncRun:
         window = self._window_readonly(engine)
         log.info("Starting %s %s sync (dry run: nothing will be written): %s", self.spec.crm,
                  self.spec.entity, window.reason)
-        self._notify_started(window)
+        self._notify_started(window, self.source.count(window) if self.count_total else None)
         chunk_no = 0
         watermark = None
         for chunk in self.source.chunks(window, window.position, self.opts.max_records):
