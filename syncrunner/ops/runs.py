@@ -3,8 +3,9 @@ commands (and their JSON) agree on what duration, rate and window mean."""
 from __future__ import annotations
 
 import datetime as dt
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import sqlalchemy as sa
 
@@ -84,10 +85,9 @@ def _view(row: sa.Row) -> RunView:
         error=redact(row.error_message) if row.error_message else None)
 
 
-def load_runs(target_url: str, *, crm: str | None = None, entity: str | None = None,
-              status: str | None = None, started_after: dt.datetime | None = None,
-              limit: int | None = None) -> list[RunView]:
-    """Runs newest first. Raises NoHistory when the target has no sync_history table."""
+@contextmanager
+def history_connection(target_url: str) -> Iterator[sa.Connection]:
+    """A connection to a target that has SyncHistory; NoHistory when it has none (nothing is created)."""
     if not target_exists(target_url):
         raise NoHistory()
     engine = make_engine(target_url)
@@ -95,21 +95,29 @@ def load_runs(target_url: str, *, crm: str | None = None, entity: str | None = N
         with engine.connect() as conn:
             if not h.tables_exist(conn):
                 raise NoHistory()
-            c = h.sync_history.c
-            q = sa.select(h.sync_history).order_by(c.start_time.desc(), c.id.desc())
-            if crm:
-                q = q.where(c.crm_source == crm)
-            if entity:
-                q = q.where(c.sync_type == entity)
-            if status:
-                q = q.where(c.status == status)
-            if started_after is not None:
-                q = q.where(c.start_time >= started_after)
-            if limit:
-                q = q.limit(limit)
-            return [_view(r) for r in conn.execute(q)]
+            yield conn
     finally:
         engine.dispose()
+
+
+def load_runs(target_url: str, *, crm: str | None = None, entity: str | None = None,
+              status: str | None = None, started_after: dt.datetime | None = None,
+              limit: int | None = None) -> list[RunView]:
+    """Runs newest first. Raises NoHistory when the target has no sync_history table."""
+    with history_connection(target_url) as conn:
+        c = h.sync_history.c
+        q = sa.select(h.sync_history).order_by(c.start_time.desc(), c.id.desc())
+        if crm:
+            q = q.where(c.crm_source == crm)
+        if entity:
+            q = q.where(c.sync_type == entity)
+        if status:
+            q = q.where(c.status == status)
+        if started_after is not None:
+            q = q.where(c.start_time >= started_after)
+        if limit:
+            q = q.limit(limit)
+        return [_view(r) for r in conn.execute(q)]
 
 
 def split_entity(crm: str | None, entity: str | None) -> tuple[str | None, str | None]:
@@ -137,22 +145,14 @@ def last_ended(target_url: str, statuses: tuple[str, ...], *, crm: str | None = 
                entity: str | None = None) -> dict[tuple[str, str], dt.datetime]:
     """(crm, entity) -> end time of the latest run with one of `statuses`, however old: one grouped
     query, so health stays cheap on a table with years of runs."""
-    if not target_exists(target_url):
-        raise NoHistory()
-    engine = make_engine(target_url)
-    try:
-        with engine.connect() as conn:
-            if not h.tables_exist(conn):
-                raise NoHistory()
-            c = h.sync_history.c
-            q = (sa.select(c.crm_source, c.sync_type, sa.func.max(c.end_time).label("ended"))
-                 .where(c.status.in_(statuses), c.end_time.is_not(None))
-                 .group_by(c.crm_source, c.sync_type))
-            if crm:
-                q = q.where(c.crm_source == crm)
-            if entity:
-                q = q.where(c.sync_type == entity)
-            # max() keeps the column's type, so values come back as aware UTC datetimes
-            return {(r.crm_source, r.sync_type): r.ended for r in conn.execute(q)}
-    finally:
-        engine.dispose()
+    with history_connection(target_url) as conn:
+        c = h.sync_history.c
+        q = (sa.select(c.crm_source, c.sync_type, sa.func.max(c.end_time).label("ended"))
+             .where(c.status.in_(statuses), c.end_time.is_not(None))
+             .group_by(c.crm_source, c.sync_type))
+        if crm:
+            q = q.where(c.crm_source == crm)
+        if entity:
+            q = q.where(c.sync_type == entity)
+        # max() keeps the column's type, so values come back as aware UTC datetimes
+        return {(r.crm_source, r.sync_type): r.ended for r in conn.execute(q)}
