@@ -10,6 +10,8 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
+from syncrunner.dburl import dispose_all
+
 PG_SERVER = os.environ.get("SYNCRUNNER_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432")
 MYSQL_SERVER = os.environ.get("SYNCRUNNER_TEST_MYSQL", "mysql+pymysql://root:@127.0.0.1:3306")
 
@@ -18,27 +20,28 @@ def _unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 
+def _database(admin_url: str, create: str, drop: str, url: str):
+    """Create a uniquely named database, yield its URL, drop it (and every pooled connection)."""
+    name = _unique("srtest")
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(create.format(name=name)))
+    yield url.format(name=name)
+    dispose_all()  # engines syncrunner shares per URL would keep connections to the dropped database
+    with admin.connect() as c:
+        c.execute(sa.text(drop.format(name=name)))
+    admin.dispose()
+
+
 @pytest.fixture
 def pg_url():
-    name = _unique("srtest")
-    admin = sa.create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield f"{PG_SERVER}/{name}"
-    with admin.connect() as c:
-        c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    yield from _database(f"{PG_SERVER}/postgres", 'CREATE DATABASE "{name}"',
+                         'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f"{PG_SERVER}/{{name}}")
 
 
 def _mysql_database():
-    name = _unique("srtest")
-    admin = sa.create_engine(f"{MYSQL_SERVER}/", isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-    yield f"{MYSQL_SERVER}/{name}?charset=utf8mb4"
-    with admin.connect() as c:
-        c.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
-    admin.dispose()
+    return _database(f"{MYSQL_SERVER}/", "CREATE DATABASE `{name}` CHARACTER SET utf8mb4",
+                     "DROP DATABASE IF EXISTS `{name}`", f"{MYSQL_SERVER}/{{name}}?charset=utf8mb4")
 
 
 @pytest.fixture
