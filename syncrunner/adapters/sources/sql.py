@@ -23,6 +23,7 @@ from ...spec import Spec
 from .base import Chunk, SourceMetrics
 
 PHASE_CURSOR, PHASE_NULL, PHASE_ALL = "cursor", "null", "all"
+STREAM_SPAN = 100_000   # rows per streaming query: bounds a query's snapshot age, not memory
 
 
 class SqlSource:
@@ -101,33 +102,60 @@ class SqlSource:
 
     # -- reading ---------------------------------------------------------------------------------
     def chunks(self, window: Window, position: dict | None, limit: int = 0) -> Iterator[Chunk]:
+        """One streaming keyset query per span of up to STREAM_SPAN rows (a server-side cursor,
+        never a buffered result), cut into chunks here. Each chunk's position is its last row, exactly
+        as if each chunk had been its own query, so checkpoints and resumes are unchanged. A phase
+        ends only when a query from the last position finds nothing: rows whose cursor moved ahead
+        while a span was being read (its snapshot could not see them) are still fetched."""
         phases = self._phases(window)
         start_phase = position["phase"] if position else phases[0]
         after = [decode(v) for v in position["after"]] if position and position.get("after") else None
         remaining = limit or None
+        size = self.src.chunk_size
         with self.engine.connect() as conn:
+            self._prepare_streaming(conn)
             for phase in phases[phases.index(start_phase):]:
                 order = ([self.src.cursor] if phase == PHASE_CURSOR else []) + list(self.src.key)
                 while remaining is None or remaining > 0:
-                    n = self.src.chunk_size if remaining is None else min(self.src.chunk_size, remaining)
+                    n = max(size, STREAM_SPAN) if remaining is None else min(max(size, STREAM_SPAN), remaining)
                     sql, params = self.build(window, phase, after, n)
-                    rows = [dict(r) for r in conn.execute(sa.text(sql), params).mappings()]
-                    conn.rollback()  # no snapshot held open across chunks on the source
+                    got = 0
+                    result = conn.execution_options(stream_results=True, max_row_buffer=size).execute(
+                        sa.text(sql), params)
                     self.metrics.queries += 1
-                    if phase == PHASE_NULL:
-                        self.metrics.null_cursor_rows += len(rows)
-                    if not rows:
-                        break
-                    last = rows[-1]
-                    after = [last[c] for c in order]
+                    try:
+                        names = list(result.keys())
+                        idx = [names.index(c) for c in order]
+                        while True:
+                            batch = result.fetchmany(size if remaining is None else min(size, remaining - got))
+                            if not batch:
+                                break
+                            got += len(batch)
+                            last = batch[-1]
+                            after = [last[i] for i in idx]
+                            records = [dict(zip(names, r)) for r in batch]
+                            if phase == PHASE_NULL:
+                                self.metrics.null_cursor_rows += len(records)
+                            yield Chunk(records, {"phase": phase, "after": [encode(v) for v in after]})
+                            if remaining is not None and got >= remaining:
+                                break
+                    finally:
+                        result.close()
+                    conn.rollback()  # no snapshot held open across spans on the source
                     if remaining is not None:
-                        remaining -= len(rows)
-                    yield Chunk(rows, {"phase": phase, "after": [encode(v) for v in after]})
-                    if len(rows) < n:
+                        remaining -= got
+                    if got == 0:
                         break
                 after = None
                 if remaining is not None and remaining <= 0:
                     return
+
+    def _prepare_streaming(self, conn: sa.Connection) -> None:
+        """MySQL drops a streaming query whose client stops reading for net_write_timeout (60 s by
+        default); a slow target write between two chunks must not kill the read."""
+        if conn.dialect.name in ("mysql", "mariadb"):
+            conn.exec_driver_sql("SET SESSION net_write_timeout = 3600")
+            conn.rollback()
 
     def count(self, window: Window) -> int | None:
         total = 0
