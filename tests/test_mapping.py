@@ -114,3 +114,33 @@ def test_env_interpolation_types_and_defaults(tmp_path):
 
 def test_url_password_is_redacted_everywhere():
     assert redact("mysql+pymysql://me:hunter22@db/x failed") == "mysql+pymysql://me:***@db/x failed"
+
+
+@pytest.mark.parametrize("rule", [
+    "a is not none", "a is none", "not a", "a > 1", "a >= b", "1 < a <= 3", "a == 'x'", "a != none",
+    "a in [1, 2]", "a not in (1, 2)", "a is not none and b > 0", "a or b", "(a > 1) or not (b < 2)",
+    "a == b == 2", "a < b < c",
+])
+def test_fast_rules_agree_with_jinja(rule):
+    from syncrunner.runtime.mapping import fast_rule
+    from syncrunner.runtime.templating import compile_expression
+    fast, slow = fast_rule(rule, {"a", "b", "c"}), compile_expression(rule)
+    assert fast is not None
+    for row in [{"a": 1, "b": 2, "c": 3}, {"a": None, "b": 0, "c": 1}, {"a": 2, "b": 2, "c": 2},
+                {"a": "x", "b": None, "c": 0}, {"a": 5, "b": 1, "c": 9}]:
+        try:
+            want = ("ok", slow(**row))
+        except Exception as e:  # noqa: BLE001
+            want = ("raises", type(e))
+        try:
+            got = ("ok", fast(row))
+        except Exception as e:  # noqa: BLE001
+            got = ("raises", type(e))
+        assert got == want, (rule, row)
+
+
+def test_rules_outside_the_fast_subset_still_use_jinja():
+    from syncrunner.runtime.mapping import fast_rule
+    assert fast_rule("a | length > 2", {"a"}) is None
+    assert fast_rule("unknown_name > 2", {"a"}) is None
+    assert fast_rule("combine(a, b) is none", {"a", "b"}) is None

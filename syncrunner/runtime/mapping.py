@@ -1,16 +1,26 @@
-"""Field mapping, compiled once per spec: source record -> typed, validated target row."""
+"""Field mapping, compiled once per spec: source record -> typed, validated target row.
+
+This runs once per record, so it is the hot loop of every sync: each field is reduced to a tuple of
+plain values and functions up front, plain column names are looked up directly, values that already
+have the field's type skip their coercer, and record rules made only of comparisons, `is none`
+tests and and/or/not are evaluated as Python closures instead of building a Jinja context per
+record (anything else still goes through Jinja)."""
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import jinja2
 import jmespath
+from jinja2 import nodes
+from jinja2.parser import Parser
 
 from ..spec import FieldSpec, Spec
 from . import coerce, validators
 from .coerce import DataError
-from .templating import compile_expression
+from .templating import ENV, compile_expression
 
 _SIMPLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
@@ -67,8 +77,14 @@ class Mapper:
     def __post_init__(self) -> None:
         tz = self.spec.source.timezone
         self.fields = [self._compile(f, tz) for f in self.spec.fields.values()]
+        names = set(self.spec.fields)
         self.rules = [] if self.skip_validation else [
-            (compile_expression(r.rule), r.message) for r in self.spec.rules]
+            (fast_rule(r.rule, names) or _keywords(compile_expression(r.rule)), r.message)
+            for r in self.spec.rules]
+        self._plan = [(cf.name, _plain_name(self.spec.fields[cf.name]), cf.get,
+                       _SAME_TYPE.get(self.spec.fields[cf.name].type), cf.convert, tuple(cf.checks),
+                       cf.is_string, cf.required, cf.default, cf.on_invalid == "null" and not cf.required)
+                      for cf in self.fields]
 
     def _compile(self, f: FieldSpec, tz: str) -> CompiledField:
         if f.expr is not None:
@@ -99,37 +115,125 @@ class Mapper:
 
     def map(self, rec: dict) -> dict:
         row: dict[str, Any] = {}
-        for cf in self.fields:
-            try:
-                raw = cf.get(rec)
-            except Exception as e:  # noqa: BLE001 - an expression failing on odd data is a data error
-                raise DataError(cf.name, f"expression failed: {e}") from None
-            if raw is None or (raw == "" and not cf.is_string) or (isinstance(raw, str) and not raw.strip() and not cf.is_string):
-                raw = cf.default
-            if raw is None or (cf.required and raw == ""):
-                if cf.required:
-                    raise DataError(cf.name, "required value is missing", raw)
-                row[cf.name] = None
+        for name, key, get, same, convert, checks, is_string, required, default, null_on_invalid in self._plan:
+            if key is not None:
+                raw = rec.get(key)
+            else:
+                try:
+                    raw = get(rec)
+                except Exception as e:  # noqa: BLE001 - an expression failing on odd data is a data error
+                    raise DataError(name, f"expression failed: {e}") from None
+            if raw is None or (not is_string and isinstance(raw, str) and not raw.strip()):
+                raw = default
+            if raw is None or (required and raw == ""):
+                if required:
+                    raise DataError(name, "required value is missing", raw)
+                row[name] = None
                 continue
             try:
-                value = cf.convert(raw)
-                for check in cf.checks:
+                value = raw if raw.__class__ is same else convert(raw)
+                for check in checks:
                     check(value)
             except (ValueError, TypeError, ArithmeticError) as e:
-                if cf.on_invalid == "null" and not cf.required:
-                    self.warnings.append(Warning_(cf.name, raw, str(e)))
-                    row[cf.name] = None
+                if null_on_invalid:
+                    self.warnings.append(Warning_(name, raw, str(e)))
+                    row[name] = None
                     continue
-                raise DataError(cf.name, str(e), raw) from None
-            row[cf.name] = value
+                raise DataError(name, str(e), raw) from None
+            row[name] = value
         for rule, message in self.rules:
             try:
-                ok = rule(**row)
+                ok = rule(row)
             except Exception as e:  # noqa: BLE001
                 raise DataError(None, f"rule failed to evaluate: {e}") from None
             if not ok:
                 raise DataError(None, message)
         return row
+
+
+# Values of exactly these classes are what the field's coercer would return unchanged.
+_SAME_TYPE: dict[str, type] = {"integer": int, "string": str, "boolean": bool}
+
+
+def _plain_name(f: FieldSpec) -> str | None:
+    """The record key to read directly, when the field is a plain (undotted) column name."""
+    if f.expr is not None:
+        return None
+    path = f.source_path or f.name
+    return path if _SIMPLE.fullmatch(path) and "." not in path else None
+
+
+def _keywords(expr: Callable[..., Any]) -> Callable[[dict], Any]:
+    return lambda row: expr(**row)
+
+
+_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "lteq": operator.le, "gt": operator.gt,
+    "gteq": operator.ge, "in": lambda a, b: a in b, "notin": lambda a, b: a not in b,
+}
+
+
+def fast_rule(source: str, names: set[str]) -> Callable[[dict], Any] | None:
+    """The rule as a closure over the row, when it uses only field names, constants, lists, comparisons,
+    `is none` and and/or/not: Jinja compiles exactly these to the same Python operations. None
+    when the rule needs anything else (then Jinja evaluates it)."""
+    try:
+        parser = Parser(ENV, source, state="variable")
+        node = parser.parse_expression()
+        if not parser.stream.eos:
+            return None
+    except jinja2.TemplateSyntaxError:
+        return None
+    return _closure(node, names)
+
+
+def _closure(node: nodes.Node, names: set[str]) -> Callable[[dict], Any] | None:
+    if isinstance(node, nodes.Name) and node.ctx == "load" and node.name in names:
+        key = node.name
+        return lambda r: r[key]
+    if isinstance(node, nodes.Const):
+        value = node.value
+        return lambda r: value
+    if isinstance(node, (nodes.List, nodes.Tuple)):
+        items = [_closure(i, names) for i in node.items]
+        if any(i is None for i in items):
+            return None
+        make = list if isinstance(node, nodes.List) else tuple
+        return lambda r: make([i(r) for i in items])
+    if isinstance(node, nodes.Not):
+        inner = _closure(node.node, names)
+        return None if inner is None else (lambda r: not inner(r))
+    if isinstance(node, (nodes.And, nodes.Or)):
+        left, right = _closure(node.left, names), _closure(node.right, names)
+        if left is None or right is None:
+            return None
+        if isinstance(node, nodes.And):
+            return lambda r: left(r) and right(r)
+        return lambda r: left(r) or right(r)
+    if isinstance(node, nodes.Test) and node.name == "none" and not (
+            node.args or node.kwargs or node.dyn_args or node.dyn_kwargs):
+        inner = _closure(node.node, names)
+        return None if inner is None else (lambda r: inner(r) is None)
+    if isinstance(node, nodes.Compare) and node.ops and all(op.op in _COMPARE for op in node.ops):
+        first = _closure(node.expr, names)
+        steps = [(_COMPARE[op.op], _closure(op.expr, names)) for op in node.ops]
+        if first is None or any(f is None for _, f in steps):
+            return None
+        if len(steps) == 1:
+            (cmp, second), = steps
+            return lambda r: cmp(first(r), second(r))
+
+        def chained(r: dict) -> Any:  # a < b < c: Python's chained comparison
+            left, result = first(r), True
+            for cmp, get in steps:
+                right = get(r)
+                result = cmp(left, right)
+                if not result:
+                    return result
+                left = right
+            return result
+        return chained
+    return None
 
 
 def _check(ok: bool, reason: str) -> None:
