@@ -144,3 +144,15 @@ def test_rules_outside_the_fast_subset_still_use_jinja():
     assert fast_rule("a | length > 2", {"a"}) is None
     assert fast_rule("unknown_name > 2", {"a"}) is None
     assert fast_rule("combine(a, b) is none", {"a", "b"}) is None
+
+
+@pytest.mark.parametrize("text", [
+    "2023-01-01 08:00:37", "2023-01-01 08:00:37.1", "2023-01-01 08:00:37.12", "2023-01-01 08:00:37.123456",
+    "9999-12-31 23:59:59.999999", "0000-00-00 00:00:00", "2023-02-30 00:00:00", "2023-01-01", "garbage",
+    "2023-01-01T08:00:00", "2023-01-01 08:00:00+05:00",
+])
+def test_fast_pymysql_datetime_converter_matches_pymysql(text):
+    from pymysql.converters import convert_datetime
+    from syncrunner.adapters.sources.sql import _pymysql_datetime
+    fast = _pymysql_datetime()
+    assert fast(text) == convert_datetime(text) and type(fast(text)) is type(convert_datetime(text))

@@ -96,17 +96,19 @@ class Mapper:
         if not self.skip_validation:
             checks += [validators.BUILTIN[v] for v in f.validators]
             if f.choices is not None:
-                choices = set(f.choices)
-                checks.append(lambda v, c=choices: _check(v in c, f"{v!r} is not one of {sorted(map(str, c))}"))
+                checks.append(_rule_check(set(f.choices).__contains__,
+                                          lambda v, c=set(f.choices): f"{v!r} is not one of {sorted(map(str, c))}"))
             if f.regex:
                 rx = re.compile(f.regex)
-                checks.append(lambda v, r=rx: _check(bool(r.fullmatch(str(v))), f"{v!r} does not match {r.pattern!r}"))
+                checks.append(_rule_check(lambda v, r=rx: bool(r.fullmatch(str(v))),
+                                          lambda v, r=rx: f"{v!r} does not match {r.pattern!r}"))
             if f.min is not None:
-                checks.append(lambda v, m=f.min: _check(v >= m, f"{v!r} is below the minimum {m}"))
+                checks.append(_rule_check(lambda v, m=f.min: v >= m, lambda v, m=f.min: f"{v!r} is below the minimum {m}"))
             if f.max is not None:
-                checks.append(lambda v, m=f.max: _check(v <= m, f"{v!r} is above the maximum {m}"))
+                checks.append(_rule_check(lambda v, m=f.max: v <= m, lambda v, m=f.max: f"{v!r} is above the maximum {m}"))
             if f.max_length is not None:
-                checks.append(lambda v, m=f.max_length: _check(len(str(v)) <= m, f"longer than {m} characters"))
+                checks.append(_rule_check(lambda v, m=f.max_length: len(v if isinstance(v, str) else str(v)) <= m,
+                                          lambda v, m=f.max_length: f"longer than {m} characters"))
         return CompiledField(
             name=f.name, get=get,
             convert=coerce.coercer(f.type, tz=tz, precision=f.precision, scale=f.scale),
@@ -236,6 +238,9 @@ def _closure(node: nodes.Node, names: set[str]) -> Callable[[dict], Any] | None:
     return None
 
 
-def _check(ok: bool, reason: str) -> None:
-    if not ok:
-        raise ValueError(reason)
+def _rule_check(ok: Callable[[Any], bool], reason: Callable[[Any], str]) -> Callable[[Any], None]:
+    """A field check whose message is only built when it fails (it is a hot path)."""
+    def check(v: Any) -> None:
+        if not ok(v):
+            raise ValueError(reason(v))
+    return check

@@ -9,12 +9,12 @@ whose cursor is NULL are fetched afterwards, by key, on unwindowed runs (null_cu
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from ...dburl import create_engine
+from ...dburl import create_engine, normalize_url
 from ...redact import redact, redact_url
 from ...runtime.codec import decode, encode
 from ...runtime.strategy import Window
@@ -26,12 +26,43 @@ PHASE_CURSOR, PHASE_NULL, PHASE_ALL = "cursor", "null", "all"
 STREAM_SPAN = 100_000   # rows per streaming query: bounds a query's snapshot age, not memory
 
 
+def _pymysql_datetime() -> Callable[[Any], Any]:
+    """PyMySQL's DATETIME converter is a regex and int() per part: a fifth of the read cost of a row
+    with two timestamps. MySQL always sends 'YYYY-MM-DD HH:MM:SS[.f...]', which fromisoformat (C)
+    parses to the same value; anything else (zero dates, odd input) goes to PyMySQL's own converter,
+    so results are identical."""
+    from pymysql.converters import convert_datetime
+
+    fromisoformat = dt.datetime.fromisoformat
+
+    def to_datetime(s: Any) -> Any:
+        if s.__class__ is str and s[10:11] == " " and (len(s) == 19 or (s[19] == "." and len(s) <= 26)):
+            try:
+                return fromisoformat(s)
+            except ValueError:
+                pass
+        return convert_datetime(s)
+    return to_datetime
+
+
+def driver_options(url: str) -> dict:
+    """Engine options that make a source driver read faster without changing what it returns."""
+    u = normalize_url(url)
+    if u.get_driver_name() != "pymysql":
+        return {}
+    from pymysql.constants import FIELD_TYPE
+    from pymysql.converters import conversions
+    conv = dict(conversions)
+    conv[FIELD_TYPE.DATETIME] = conv[FIELD_TYPE.TIMESTAMP] = _pymysql_datetime()
+    return {"connect_args": {"conv": conv}}
+
+
 class SqlSource:
     def __init__(self, spec: Spec, engine: sa.Engine | None = None):
         self.spec = spec
         self.src = spec.source
         self.url = self.src.options["url"]
-        self.engine = engine or create_engine(self.url, pool_pre_ping=True)
+        self.engine = engine or create_engine(self.url, pool_pre_ping=True, **driver_options(self.url))
         self.q = self.engine.dialect.identifier_preparer.quote
         self.tz = ZoneInfo(self.src.timezone)
         self.metrics = SourceMetrics()
