@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from ...dburl import create_engine, normalize_url
 from ...redact import redact, redact_url
 from ...runtime.codec import decode, encode
+from ...runtime.prefetch import read_ahead
 from ...runtime.strategy import Window
 from ...runtime.templating import WINDOW_PARAMS, render_sql
 from ...spec import Spec
@@ -156,20 +157,19 @@ class SqlSource:
                     self.metrics.queries += 1
                     try:
                         names = list(result.keys())
-                        idx = [names.index(c) for c in order]
-                        while True:
-                            batch = result.fetchmany(size if remaining is None else min(size, remaining - got))
-                            if not batch:
-                                break
-                            got += len(batch)
-                            last = batch[-1]
-                            after = [last[i] for i in idx]
-                            records = [dict(zip(names, r)) for r in batch]
-                            if phase == PHASE_NULL:
-                                self.metrics.null_cursor_rows += len(records)
-                            yield Chunk(records, {"phase": phase, "after": [encode(v) for v in after]})
-                            if remaining is not None and got >= remaining:
-                                break
+                        batches = self._batches(result, names, size)
+                        try:
+                            for records in batches:
+                                got += len(records)
+                                last = records[-1]
+                                after = [last[c] for c in order]
+                                if phase == PHASE_NULL:
+                                    self.metrics.null_cursor_rows += len(records)
+                                yield Chunk(records, {"phase": phase, "after": [encode(v) for v in after]})
+                                if remaining is not None and got >= remaining:
+                                    break
+                        finally:
+                            batches.close()
                     finally:
                         result.close()
                     conn.rollback()  # no snapshot held open across spans on the source
@@ -180,6 +180,16 @@ class SqlSource:
                 after = None
                 if remaining is not None and remaining <= 0:
                     return
+
+    def _batches(self, result: sa.CursorResult, names: list[str], size: int) -> Iterator[list[dict]]:
+        """The span's rows as records, chunk_size at a time; decoded on a read-ahead thread where the
+        driver allows it (sqlite3 connections stay on their own thread, and SQLite reads fast)."""
+        def fetch() -> list[dict]:
+            return [dict(zip(names, r)) for r in result.fetchmany(size)]
+
+        def in_line() -> Iterator[list[dict]]:
+            yield from iter(fetch, [])
+        return in_line() if self.engine.dialect.name == "sqlite" else read_ahead(fetch)
 
     def _prepare_streaming(self, conn: sa.Connection) -> None:
         """MySQL drops a streaming query whose client stops reading for net_write_timeout (60 s by
