@@ -1,6 +1,6 @@
 """PostgreSQL target: rows reach the staging table by COPY (text format), then one
 INSERT ... ON CONFLICT DO UPDATE ... WHERE the row really changed; xmax tells inserted from updated
-rows, and the rows older than the stored ones are counted in the same statement."""
+rows."""
 from __future__ import annotations
 
 import datetime as dt
@@ -11,9 +11,6 @@ import sqlalchemy as sa
 
 from ...runtime.sqltypes import UTCDateTime
 from .base import MergePlan, TargetDialect, bind_value
-
-Encoder = Callable[[Any], str]
-
 
 def copy_text(s: str) -> str:
     """Escape a string for COPY's text format (backslash, tab, newline, carriage return)."""
@@ -28,48 +25,61 @@ def copy_text(s: str) -> str:
     return s
 
 
-def _timestamptz(v: dt.datetime) -> str:
+NULL = "\\N"
+ColumnEncoder = Callable[[list], list[str]]
+
+
+def _ints(vals: list) -> list[str]:
+    return [NULL if v is None else str(v) for v in vals]
+
+
+def _booleans(vals: list) -> list[str]:
+    return [NULL if v is None else ("t" if v else "f") for v in vals]
+
+
+def _timestamps(vals: list) -> list[str]:
     # UTCDateTime's rule: naive values are UTC
-    return v.isoformat() if v.tzinfo is not None else v.isoformat() + "+00:00"
+    return [NULL if v is None else v.isoformat() if v.tzinfo is not None else v.isoformat() + "+00:00"
+            for v in vals]
 
 
-def column_encoder(col: sa.Column, dialect: sa.Dialect) -> Encoder:
-    """value -> COPY text (\\N for NULL) for one column, chosen once per column. Types syncrunner
-    creates get a direct encoder; anything else goes through the column's own bind processor."""
+def _dates(vals: list) -> list[str]:
+    return [NULL if v is None else v.isoformat() for v in vals]
+
+
+def _texts(vals: list) -> list[str]:
+    return [NULL if v is None else v if v.__class__ is str and "\\" not in v and "\t" not in v
+            and "\n" not in v and "\r" not in v else copy_text(v if isinstance(v, str) else str(v))
+            for v in vals]
+
+
+def column_encoder(col: sa.Column, dialect: sa.Dialect) -> ColumnEncoder:
+    """A column's values -> their COPY text (\\N for NULL), chosen once per column. Column-wise list
+    comprehensions: no Python call per value for the types syncrunner creates; anything else goes
+    through the column's own bind processor."""
     t = col.type
-    direct: Encoder | None = None
     if isinstance(t, UTCDateTime):
-        direct = _timestamptz
-    elif isinstance(t, sa.Boolean):
-        direct = _boolean
-    elif isinstance(t, (sa.Integer, sa.Numeric)) and not isinstance(t, sa.Float):
-        direct = str
-    elif isinstance(t, sa.Date) and not isinstance(t, sa.DateTime):
-        direct = dt.date.isoformat
-    elif isinstance(t, sa.String) and t._cached_bind_processor(dialect) is None:
-        direct = _text
-    if direct is not None:
-        return lambda v, _d=direct: "\\N" if v is None else _d(v)
+        return _timestamps
+    if isinstance(t, sa.Boolean):
+        return _booleans
+    if isinstance(t, (sa.Integer, sa.Numeric)) and not isinstance(t, sa.Float):
+        return _ints
+    if isinstance(t, sa.Date) and not isinstance(t, sa.DateTime):
+        return _dates
+    if isinstance(t, sa.String) and t._cached_bind_processor(dialect) is None:
+        return _texts
     bind = bind_value(t, dialect)
 
     def generic(v: Any) -> str:
         v = bind(v)
         if v is None:
-            return "\\N"
+            return NULL
         if isinstance(v, bool):
-            return _boolean(v)
+            return "t" if v else "f"
         if isinstance(v, (dt.datetime, dt.date)):
             return v.isoformat()
-        return _text(v)
-    return generic
-
-
-def _boolean(v: Any) -> str:
-    return "t" if v else "f"
-
-
-def _text(v: Any) -> str:
-    return copy_text(v if isinstance(v, str) else str(v))
+        return copy_text(v if isinstance(v, str) else str(v))
+    return lambda vals: [generic(v) for v in vals]
 
 
 class PostgresTarget(TargetDialect):
@@ -78,7 +88,7 @@ class PostgresTarget(TargetDialect):
     def clear_stage(self, conn: sa.Connection, stage: sa.Table) -> None:
         conn.execute(sa.text(f"TRUNCATE {self.q(stage.name)}"))
 
-    def _encoders(self, conn: sa.Connection, stage: sa.Table) -> tuple[list[str], list[Encoder]]:
+    def _encoders(self, conn: sa.Connection, stage: sa.Table) -> tuple[list[str], list[ColumnEncoder]]:
         cached = getattr(stage, "_sr_copy", None)
         if cached is None:
             cached = ([c.name for c in stage.columns], [column_encoder(c, conn.dialect) for c in stage.columns])
@@ -88,10 +98,8 @@ class PostgresTarget(TargetDialect):
     def load_stage(self, conn: sa.Connection, stage: sa.Table, rows: list[dict]) -> None:
         """COPY ... FROM STDIN: the fastest bulk path into PostgreSQL; NULL is \\N."""
         names, encoders = self._encoders(conn, stage)
-        pairs = list(zip(names, encoders))
-        lines = []
-        for r in rows:
-            lines.append("\t".join([enc(r.get(n)) for n, enc in pairs]))
+        columns = [enc([r.get(n) for r in rows]) for n, enc in zip(names, encoders)]
+        lines = list(map("\t".join, zip(*columns)))
         lines.append("")
         cols = ", ".join(self.q(n) for n in names)
         cur = conn.connection.dbapi_connection.cursor()
@@ -117,15 +125,13 @@ class PostgresTarget(TargetDialect):
                       f"AND ({self.differs(t, 'EXCLUDED', rest)})")
         else:
             action = "DO NOTHING"
-        if plan.force or not plan.cursor:
-            stale = "0"
-        else:  # every part of one statement reads the same snapshot: this sees the table before the upsert
-            c = q(plan.cursor)
-            stale = (f"(SELECT COUNT(*) FROM {s} WHERE EXISTS (SELECT 1 FROM {t} WHERE "
-                     f"{self.join_on(t, s, plan.keys)} AND {s}.{c} < {t}.{c}))")
         sql = (f"WITH up AS (INSERT INTO {t} ({cols}) SELECT {cols} FROM {s} "
                f"ON CONFLICT ({keys}) {action} RETURNING (xmax = 0) AS inserted) "
                f"SELECT COALESCE(SUM(CASE WHEN inserted THEN 1 ELSE 0 END), 0), "
-               f"COALESCE(SUM(CASE WHEN inserted THEN 0 ELSE 1 END), 0), {stale} FROM up")
-        created, updated, stale_rows = conn.execute(sa.text(sql)).one()
+               f"COALESCE(SUM(CASE WHEN inserted THEN 0 ELSE 1 END), 0), (SELECT COUNT(*) FROM {s}) FROM up")
+        created, updated, staged = conn.execute(sa.text(sql)).one()
+        # Counted after the upsert, and only when some rows were not written: the upsert never
+        # touches a row older than the stored one, nor makes one, so the count is the same as before
+        # it; and a run that writes every row (a first load) skips the lookup.
+        stale_rows = self.stale_count(conn, plan) if created + updated < staged else 0
         return int(created), int(updated), int(stale_rows)
