@@ -209,7 +209,7 @@ class SqlSource:
 
     def describe(self, window: Window) -> dict:
         phases = self._phases(window)
-        sql, params = self.build(window, phases[0], None, self.src.chunk_size)
+        sql, params = self.build(window, phases[0], None, max(self.src.chunk_size, STREAM_SPAN))
         return {"source": redact_url(self.url), "phases": phases, "sql": sql,
                 "params": {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in params.items()}}
 
