@@ -70,3 +70,13 @@ def test_bulk_write_round_trips_awkward_values(tmp_path, target_url):
     assert (got[99].name, got[99].amount, got[99].flag, got[99].day) == (None,) * 4
     assert got[99].doc in (None, "null")  # a missing JSON value is stored as JSON null, as before
 
+
+
+def test_sqlite_timestamp_text_is_what_sqlalchemy_binds():
+    from syncrunner.adapters.targets.sqlite import utc_text
+    from syncrunner.runtime.sqltypes import UTCDateTime
+    proc = UTCDateTime()._cached_bind_processor(sa.create_engine("sqlite://").dialect)
+    for v in [dt.datetime(2025, 1, 1, 12, 0, tzinfo=UTC), dt.datetime(2025, 1, 1, 12, 0, 0, 5),
+              dt.datetime(1, 1, 1), dt.datetime(9999, 12, 31, 23, 59, 59, 999999),
+              dt.datetime(2025, 7, 1, 7, 30, tzinfo=dt.timezone(dt.timedelta(hours=-4))), None]:
+        assert utc_text(v) == proc(v)

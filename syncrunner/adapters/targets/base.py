@@ -54,9 +54,13 @@ class TargetDialect:
         """(column, value -> DBAPI value) per column, computed once per stage table."""
         cached = getattr(stage, "_sr_binders", None)
         if cached is None:
-            cached = [(c.name, bind_value(c.type, conn.dialect)) for c in stage.columns]
+            cached = [(c.name, self.bind_for(c, conn.dialect)) for c in stage.columns]
             stage._sr_binders = cached
         return cached
+
+    def bind_for(self, col: sa.Column, dialect: sa.Dialect) -> Callable[[Any], Any]:
+        """value -> DBAPI value for one staging column; a dialect may supply a faster equivalent."""
+        return bind_value(col.type, dialect)
 
     def _placeholder(self, i: int) -> str:
         style = self.engine.dialect.paramstyle
