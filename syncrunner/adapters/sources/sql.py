@@ -27,8 +27,8 @@ STREAM_SPAN = 100_000   # rows per streaming query: bounds a query's snapshot ag
 
 
 def _pymysql_datetime() -> Callable[[Any], Any]:
-    """PyMySQL's DATETIME converter is a regex and int() per part: a fifth of the read cost of a row
-    with two timestamps. MySQL always sends 'YYYY-MM-DD HH:MM:SS[.f...]', which fromisoformat (C)
+    """PyMySQL's DATETIME converter is a regex and int() per part: about a third of the read cost of
+    a row with two timestamps (bench: 1.45 s -> 0.99 s per 100,000 rows). MySQL always sends 'YYYY-MM-DD HH:MM:SS[.f...]', which fromisoformat (C)
     parses to the same value; anything else (zero dates, odd input) goes to PyMySQL's own converter,
     so results are identical."""
     from pymysql.converters import convert_datetime

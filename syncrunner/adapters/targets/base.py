@@ -99,8 +99,8 @@ class TargetDialect:
         raise NotImplementedError
 
     def merge_counted(self, conn: sa.Connection, plan: MergePlan) -> tuple[int, int, int]:
-        """(created, updated, stale) for the staged rows; stale is counted before the merge.
-        A dialect that can do both in one statement overrides this."""
+        """(created, updated, stale) for the staged rows, stale being those older than the stored
+        row (counted before the merge here; a dialect may count them more cheaply)."""
         stale = self.stale_count(conn, plan)
         created, updated = self.merge(conn, plan)
         return created, updated, stale
