@@ -73,6 +73,7 @@ class Mapper:
     fields: list[CompiledField] = field(init=False)
     rules: list[tuple[Callable, str]] = field(init=False)
     warnings: list[Warning_] = field(default_factory=list)
+    map: Callable[[dict], dict] = field(init=False, repr=False)   # record -> row, compiled per spec
 
     def __post_init__(self) -> None:
         tz = self.spec.source.timezone
@@ -85,6 +86,7 @@ class Mapper:
                        _SAME_TYPE.get(self.spec.fields[cf.name].type), cf.convert, tuple(cf.checks),
                        cf.is_string, cf.required, cf.default, cf.on_invalid == "null" and not cf.required)
                       for cf in self.fields]
+        self.map = self._generate()
 
     def _compile(self, f: FieldSpec, tz: str) -> CompiledField:
         if f.expr is not None:
@@ -115,42 +117,59 @@ class Mapper:
             is_string=f.type == "string", required=f.required, default=f.default,
             checks=checks, on_invalid=f.on_invalid)
 
-    def map(self, rec: dict) -> dict:
-        row: dict[str, Any] = {}
-        for name, key, get, same, convert, checks, is_string, required, default, null_on_invalid in self._plan:
+    def _generate(self) -> Callable[[dict], dict]:
+        """Compile the spec's fields into one straight-line Python function, as dataclasses and
+        namedtuple do: no per-field loop, tuple unpacking or branches on flags known in advance.
+        Only repr()s of field names and record keys enter the source text; functions and defaults
+        are passed in by name."""
+        ns: dict[str, Any] = {"DataError": DataError, "Warning_": Warning_, "mapper": self,
+                              "rules": tuple(self.rules)}
+        out = ["def map_record(rec):", "    row = {}"]
+
+        def emit(indent: int, line: str) -> None:
+            out.append("    " * indent + line)
+
+        for i, (name, key, get, same, convert, checks, is_string, required, default,
+                null_on_invalid) in enumerate(self._plan):
+            ns.update({f"get{i}": get, f"convert{i}": convert, f"same{i}": same, f"default{i}": default})
+            n = repr(name)
             if key is not None:
-                raw = rec.get(key)
+                emit(1, f"raw = rec.get({key!r})")
             else:
-                try:
-                    raw = get(rec)
-                except Exception as e:  # noqa: BLE001 - an expression failing on odd data is a data error
-                    raise DataError(name, f"expression failed: {e}") from None
-            if raw is None or (not is_string and isinstance(raw, str) and not raw.strip()):
-                raw = default
-            if raw is None or (required and raw == ""):
-                if required:
-                    raise DataError(name, "required value is missing", raw)
-                row[name] = None
-                continue
-            try:
-                value = raw if raw.__class__ is same else convert(raw)
-                for check in checks:
-                    check(value)
-            except (ValueError, TypeError, ArithmeticError) as e:
-                if null_on_invalid:
-                    self.warnings.append(Warning_(name, raw, str(e)))
-                    row[name] = None
-                    continue
-                raise DataError(name, str(e), raw) from None
-            row[name] = value
-        for rule, message in self.rules:
-            try:
-                ok = rule(row)
-            except Exception as e:  # noqa: BLE001
-                raise DataError(None, f"rule failed to evaluate: {e}") from None
-            if not ok:
-                raise DataError(None, message)
-        return row
+                emit(1, "try:")
+                emit(2, f"raw = get{i}(rec)")
+                emit(1, "except Exception as e:  # an expression failing on odd data is a data error")
+                emit(2, f"raise DataError({n}, f'expression failed: {{e}}') from None")
+            blank = "" if is_string else " or (isinstance(raw, str) and not raw.strip())"
+            emit(1, f"if raw is None{blank}:")
+            emit(2, f"raw = default{i}")
+            emit(1, "if raw is None or raw == '':" if required else "if raw is None:")
+            emit(2, f"raise DataError({n}, 'required value is missing', raw)" if required else f"row[{n}] = None")
+            emit(1, "else:")
+            emit(2, "try:")
+            emit(3, f"value = raw if raw.__class__ is same{i} else convert{i}(raw)" if same is not None
+                 else f"value = convert{i}(raw)")
+            for j, check in enumerate(checks):
+                ns[f"check{i}_{j}"] = check
+                emit(3, f"check{i}_{j}(value)")
+            emit(2, "except (ValueError, TypeError, ArithmeticError) as e:")
+            if null_on_invalid:
+                emit(3, f"mapper.warnings.append(Warning_({n}, raw, str(e)))")
+                emit(3, "value = None")
+            else:
+                emit(3, f"raise DataError({n}, str(e), raw) from None")
+            emit(2, f"row[{n}] = value")
+        if self.rules:
+            emit(1, "for rule, message in rules:")
+            emit(2, "try:")
+            emit(3, "ok = rule(row)")
+            emit(2, "except Exception as e:")
+            emit(3, "raise DataError(None, f'rule failed to evaluate: {e}') from None")
+            emit(2, "if not ok:")
+            emit(3, "raise DataError(None, message)")
+        emit(1, "return row")
+        exec(compile("\n".join(out), f"<mapping of {self.spec.name}>", "exec"), ns)  # noqa: S102
+        return ns["map_record"]
 
 
 # Values of exactly these classes are what the field's coercer would return unchanged.
