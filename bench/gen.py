@@ -66,14 +66,15 @@ def generate(url: str, n: int) -> None:
 
 def touch(url: str, percent: float, round_no: int) -> int:
     """Change `percent`% of the rows (a different slice each round), moving their cursor past every
-    existing one as a real edit would; returns how many rows changed."""
+    existing one as a real edit would, spread over a day as a day's edits are (so the next delta
+    run's lookback sees a few of them, not all); returns how many rows changed."""
     step = max(1, round(100 / percent))
     engine = create_engine(url)
     with engine.begin() as c:
         hi = c.execute(sa.text(f"SELECT MAX(updated_at) FROM {TABLE}")).scalar_one()
         n = c.execute(sa.text(
             f"UPDATE {TABLE} SET notes = CONCAT('edited in round ', :r), duration = duration + 15, "
-            f"updated_at = :t + INTERVAL (id % 600) SECOND WHERE id % :step = :slot"),
+            f"updated_at = :t + INTERVAL (id % 86400) SECOND WHERE id % :step = :slot"),
             {"r": round_no, "t": hi + dt.timedelta(hours=1), "step": step, "slot": round_no % step}).rowcount
     engine.dispose()
     return n

@@ -16,6 +16,7 @@ from ..adapters.sources.base import Chunk, Source, make_source
 from ..redact import redact
 from ..spec import Spec
 from . import history
+from .bulkgc import bulk_gc
 from .coerce import DataError
 from .mapping import Mapper, make_getter
 from .stats import Stats
@@ -90,9 +91,10 @@ class SyncRun:
         self.source = self.source or make_source(spec)
         engine = make_engine(self.target_url)
         try:
-            if opts.dry_run:
-                return self._dry_run(engine, started)
-            return self._real_run(engine, started)
+            with bulk_gc():
+                if opts.dry_run:
+                    return self._dry_run(engine, started)
+                return self._real_run(engine, started)
         finally:
             self.source.close()
             engine.dispose()
