@@ -96,7 +96,28 @@ def test_five_specs_with_limit_two_never_run_more_than_two_at_once(tmp_path, mys
         running += delta
         peak = max(peak, running)
     assert peak == 2, [(r.sync_type, r.start_time, r.end_time) for r in runs]
-    assert any("waiting for a free run slot" in text for _, text in results)
+
+
+def test_a_run_waits_for_a_free_slot_and_says_so(tmp_path, mysql_url, sqlite_url):
+    """Both slots held by other runs: a third run logs that it waits, then runs when one frees."""
+    make_source(mysql_url, 100)
+    spec = write_spec(tmp_path)
+    engine = make_engine(sqlite_url)
+    holders = [RunGuard(engine, "other", f"e{i}", max_concurrent=2) for i in range(2)]
+    for g in holders:
+        g.acquire(0)
+    proc = cli_start("run", spec, env=cli_env(mysql_url, sqlite_url, SYNCRUNNER_MAX_CONCURRENT=2))
+    try:
+        time.sleep(3)  # longer than the 1 s after which a waiting run says so
+        assert proc.poll() is None  # still waiting: no slot
+    finally:
+        holders[0].release()
+    code, text = _finish([proc])[0]
+    holders[1].release()
+    engine.dispose()
+    assert code == 0, text
+    assert "waiting for a free run slot (limit 2)" in text
+    assert history(sqlite_url)[-1].status == "success"
 
 
 def test_heartbeat_stamps_a_running_sync_with_its_peak_memory(tmp_path, mysql_url, pg_url):

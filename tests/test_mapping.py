@@ -150,3 +150,45 @@ def test_naive_window_bounds_cover_the_repeated_hour_when_clocks_fall_back(tmp_p
     # an upper bound just after the change reaches the end of the repeated hour's readings
     assert src._bind_bound(dt.datetime(2024, 11, 3, 6, 10, tzinfo=utc), lower=False) == dt.datetime(2024, 11, 3, 2, 10)
     src.close()
+
+
+@pytest.mark.parametrize("rule", [
+    "a is not none", "a is none", "not a", "a > 1", "a >= b", "1 < a <= 3", "a == 'x'", "a != none",
+    "a in [1, 2]", "a not in (1, 2)", "a is not none and b > 0", "a or b", "(a > 1) or not (b < 2)",
+    "a == b == 2", "a < b < c",
+])
+def test_fast_rules_agree_with_jinja(rule):
+    from syncrunner.runtime.mapping import fast_rule
+    from syncrunner.runtime.templating import compile_expression
+    fast, slow = fast_rule(rule, {"a", "b", "c"}), compile_expression(rule)
+    assert fast is not None
+    for row in [{"a": 1, "b": 2, "c": 3}, {"a": None, "b": 0, "c": 1}, {"a": 2, "b": 2, "c": 2},
+                {"a": "x", "b": None, "c": 0}, {"a": 5, "b": 1, "c": 9}]:
+        try:
+            want = ("ok", slow(**row))
+        except Exception as e:  # noqa: BLE001
+            want = ("raises", type(e))
+        try:
+            got = ("ok", fast(row))
+        except Exception as e:  # noqa: BLE001
+            got = ("raises", type(e))
+        assert got == want, (rule, row)
+
+
+def test_rules_outside_the_fast_subset_still_use_jinja():
+    from syncrunner.runtime.mapping import fast_rule
+    assert fast_rule("a | length > 2", {"a"}) is None
+    assert fast_rule("unknown_name > 2", {"a"}) is None
+    assert fast_rule("combine(a, b) is none", {"a", "b"}) is None
+
+
+@pytest.mark.parametrize("text", [
+    "2023-01-01 08:00:37", "2023-01-01 08:00:37.1", "2023-01-01 08:00:37.12", "2023-01-01 08:00:37.123456",
+    "9999-12-31 23:59:59.999999", "0000-00-00 00:00:00", "2023-02-30 00:00:00", "2023-01-01", "garbage",
+    "2023-01-01T08:00:00", "2023-01-01 08:00:00+05:00",
+])
+def test_fast_pymysql_datetime_converter_matches_pymysql(text):
+    from pymysql.converters import convert_datetime
+    from syncrunner.adapters.sources.sql import _pymysql_datetime
+    fast = _pymysql_datetime()
+    assert fast(text) == convert_datetime(text) and type(fast(text)) is type(convert_datetime(text))

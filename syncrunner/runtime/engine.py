@@ -19,6 +19,7 @@ from ..adapters.sources.base import BadRecord, Chunk, Source, make_source
 from ..redact import redact
 from ..spec import Spec
 from . import history
+from .bulkgc import bulk_gc
 from .coerce import DataError
 from .deletes import DeleteSweep
 from .heartbeat import Heartbeat
@@ -110,9 +111,10 @@ class SyncRun:
         self.source = self.source or make_source(spec)
         engine = shared_target_engine(self.target_url)
         try:
-            if opts.dry_run:
-                return self._dry_run(engine, started)
-            return self._guarded_run(engine, started)
+            with bulk_gc():
+                if opts.dry_run:
+                    return self._dry_run(engine, started)
+                return self._guarded_run(engine, started)
         finally:
             self.source.close()
 

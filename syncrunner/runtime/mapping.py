@@ -1,16 +1,26 @@
-"""Field mapping, compiled once per spec: source record -> typed, validated target row."""
+"""Field mapping, compiled once per spec: source record -> typed, validated target row.
+
+This runs once per record, so it is the hot loop of every sync: each field is reduced to a tuple of
+plain values and functions up front, plain column names are looked up directly, values that already
+have the field's type skip their coercer, and record rules made only of comparisons, `is none`
+tests and and/or/not are evaluated as Python closures instead of building a Jinja context per
+record (anything else still goes through Jinja)."""
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import jinja2
 import jmespath
+from jinja2 import nodes
+from jinja2.parser import Parser
 
 from ..spec import FieldSpec, Spec
 from . import coerce, validators
 from .coerce import DataError
-from .templating import compile_expression
+from .templating import ENV, compile_expression
 
 _SIMPLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
@@ -63,12 +73,20 @@ class Mapper:
     fields: list[CompiledField] = field(init=False)
     rules: list[tuple[Callable, str]] = field(init=False)
     warnings: list[Warning_] = field(default_factory=list)
+    map: Callable[[dict], dict] = field(init=False, repr=False)   # record -> row, compiled per spec
 
     def __post_init__(self) -> None:
         tz = self.spec.source.timezone
         self.fields = [self._compile(f, tz) for f in self.spec.fields.values()]
+        names = set(self.spec.fields)
         self.rules = [] if self.skip_validation else [
-            (compile_expression(r.rule), r.message) for r in self.spec.rules]
+            (fast_rule(r.rule, names) or _keywords(compile_expression(r.rule)), r.message)
+            for r in self.spec.rules]
+        self._plan = [(cf.name, _plain_name(self.spec.fields[cf.name]), cf.get,
+                       _SAME_TYPE.get(self.spec.fields[cf.name].type), cf.convert, tuple(cf.checks),
+                       cf.is_string, cf.required, cf.default, cf.on_invalid == "null" and not cf.required)
+                      for cf in self.fields]
+        self.map = self._generate()
 
     def _compile(self, f: FieldSpec, tz: str) -> CompiledField:
         if f.expr is not None:
@@ -80,58 +98,168 @@ class Mapper:
         if not self.skip_validation:
             checks += [validators.BUILTIN[v] for v in f.validators]
             if f.choices is not None:
-                choices = set(f.choices)
-                checks.append(lambda v, c=choices: _check(v in c, f"{v!r} is not one of {sorted(map(str, c))}"))
+                checks.append(_rule_check(set(f.choices).__contains__,
+                                          lambda v, c=set(f.choices): f"{v!r} is not one of {sorted(map(str, c))}"))
             if f.regex:
                 rx = re.compile(f.regex)
-                checks.append(lambda v, r=rx: _check(bool(r.fullmatch(str(v))), f"{v!r} does not match {r.pattern!r}"))
+                checks.append(_rule_check(lambda v, r=rx: bool(r.fullmatch(str(v))),
+                                          lambda v, r=rx: f"{v!r} does not match {r.pattern!r}"))
             if f.min is not None:
-                checks.append(lambda v, m=f.min: _check(v >= m, f"{v!r} is below the minimum {m}"))
+                checks.append(_rule_check(lambda v, m=f.min: v >= m, lambda v, m=f.min: f"{v!r} is below the minimum {m}"))
             if f.max is not None:
-                checks.append(lambda v, m=f.max: _check(v <= m, f"{v!r} is above the maximum {m}"))
+                checks.append(_rule_check(lambda v, m=f.max: v <= m, lambda v, m=f.max: f"{v!r} is above the maximum {m}"))
             if f.max_length is not None:
-                checks.append(lambda v, m=f.max_length: _check(len(str(v)) <= m, f"longer than {m} characters"))
+                checks.append(_rule_check(lambda v, m=f.max_length: len(v if isinstance(v, str) else str(v)) <= m,
+                                          lambda v, m=f.max_length: f"longer than {m} characters"))
         return CompiledField(
             name=f.name, get=get,
             convert=coerce.coercer(f.type, tz=tz, precision=f.precision, scale=f.scale),
             is_string=f.type == "string", required=f.required, default=f.default,
             checks=checks, on_invalid=f.on_invalid)
 
-    def map(self, rec: dict) -> dict:
-        row: dict[str, Any] = {}
-        for cf in self.fields:
-            try:
-                raw = cf.get(rec)
-            except Exception as e:  # noqa: BLE001 - an expression failing on odd data is a data error
-                raise DataError(cf.name, f"expression failed: {e}") from None
-            if raw is None or (raw == "" and not cf.is_string) or (isinstance(raw, str) and not raw.strip() and not cf.is_string):
-                raw = cf.default
-            if raw is None or (cf.required and raw == ""):
-                if cf.required:
-                    raise DataError(cf.name, "required value is missing", raw)
-                row[cf.name] = None
-                continue
-            try:
-                value = cf.convert(raw)
-                for check in cf.checks:
-                    check(value)
-            except (ValueError, TypeError, ArithmeticError) as e:
-                if cf.on_invalid == "null" and not cf.required:
-                    self.warnings.append(Warning_(cf.name, raw, str(e)))
-                    row[cf.name] = None
-                    continue
-                raise DataError(cf.name, str(e), raw) from None
-            row[cf.name] = value
-        for rule, message in self.rules:
-            try:
-                ok = rule(**row)
-            except Exception as e:  # noqa: BLE001
-                raise DataError(None, f"rule failed to evaluate: {e}") from None
-            if not ok:
-                raise DataError(None, message)
-        return row
+    def _generate(self) -> Callable[[dict], dict]:
+        """Compile the spec's fields into one straight-line Python function, as dataclasses and
+        namedtuple do: no per-field loop, tuple unpacking or branches on flags known in advance.
+        Only repr()s of field names and record keys enter the source text; functions and defaults
+        are passed in by name."""
+        ns: dict[str, Any] = {"DataError": DataError, "Warning_": Warning_, "mapper": self,
+                              "rules": tuple(self.rules)}
+        out = ["def map_record(rec):", "    row = {}"]
+
+        def emit(indent: int, line: str) -> None:
+            out.append("    " * indent + line)
+
+        for i, (name, key, get, same, convert, checks, is_string, required, default,
+                null_on_invalid) in enumerate(self._plan):
+            ns.update({f"get{i}": get, f"convert{i}": convert, f"same{i}": same, f"default{i}": default})
+            n = repr(name)
+            if key is not None:
+                emit(1, f"raw = rec.get({key!r})")
+            else:
+                emit(1, "try:")
+                emit(2, f"raw = get{i}(rec)")
+                emit(1, "except Exception as e:  # an expression failing on odd data is a data error")
+                emit(2, f"raise DataError({n}, f'expression failed: {{e}}') from None")
+            blank = "" if is_string else " or (isinstance(raw, str) and not raw.strip())"
+            emit(1, f"if raw is None{blank}:")
+            emit(2, f"raw = default{i}")
+            emit(1, "if raw is None or raw == '':" if required else "if raw is None:")
+            emit(2, f"raise DataError({n}, 'required value is missing', raw)" if required else f"row[{n}] = None")
+            emit(1, "else:")
+            emit(2, "try:")
+            emit(3, f"value = raw if raw.__class__ is same{i} else convert{i}(raw)" if same is not None
+                 else f"value = convert{i}(raw)")
+            for j, check in enumerate(checks):
+                ns[f"check{i}_{j}"] = check
+                emit(3, f"check{i}_{j}(value)")
+            emit(2, "except (ValueError, TypeError, ArithmeticError) as e:")
+            if null_on_invalid:
+                emit(3, f"mapper.warnings.append(Warning_({n}, raw, str(e)))")
+                emit(3, "value = None")
+            else:
+                emit(3, f"raise DataError({n}, str(e), raw) from None")
+            emit(2, f"row[{n}] = value")
+        if self.rules:
+            emit(1, "for rule, message in rules:")
+            emit(2, "try:")
+            emit(3, "ok = rule(row)")
+            emit(2, "except Exception as e:")
+            emit(3, "raise DataError(None, f'rule failed to evaluate: {e}') from None")
+            emit(2, "if not ok:")
+            emit(3, "raise DataError(None, message)")
+        emit(1, "return row")
+        exec(compile("\n".join(out), f"<mapping of {self.spec.name}>", "exec"), ns)  # noqa: S102
+        return ns["map_record"]
 
 
-def _check(ok: bool, reason: str) -> None:
-    if not ok:
-        raise ValueError(reason)
+# Values of exactly these classes are what the field's coercer would return unchanged.
+_SAME_TYPE: dict[str, type] = {"integer": int, "string": str, "boolean": bool}
+
+
+def _plain_name(f: FieldSpec) -> str | None:
+    """The record key to read directly, when the field is a plain (undotted) column name."""
+    if f.expr is not None:
+        return None
+    path = f.source_path or f.name
+    return path if _SIMPLE.fullmatch(path) and "." not in path else None
+
+
+def _keywords(expr: Callable[..., Any]) -> Callable[[dict], Any]:
+    return lambda row: expr(**row)
+
+
+_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "lteq": operator.le, "gt": operator.gt,
+    "gteq": operator.ge, "in": lambda a, b: a in b, "notin": lambda a, b: a not in b,
+}
+
+
+def fast_rule(source: str, names: set[str]) -> Callable[[dict], Any] | None:
+    """The rule as a closure over the row, when it uses only field names, constants, lists, comparisons,
+    `is none` and and/or/not: Jinja compiles exactly these to the same Python operations. None
+    when the rule needs anything else (then Jinja evaluates it)."""
+    try:
+        parser = Parser(ENV, source, state="variable")
+        node = parser.parse_expression()
+        if not parser.stream.eos:
+            return None
+    except jinja2.TemplateSyntaxError:
+        return None
+    return _closure(node, names)
+
+
+def _closure(node: nodes.Node, names: set[str]) -> Callable[[dict], Any] | None:
+    if isinstance(node, nodes.Name) and node.ctx == "load" and node.name in names:
+        key = node.name
+        return lambda r: r[key]
+    if isinstance(node, nodes.Const):
+        value = node.value
+        return lambda r: value
+    if isinstance(node, (nodes.List, nodes.Tuple)):
+        items = [_closure(i, names) for i in node.items]
+        if any(i is None for i in items):
+            return None
+        make = list if isinstance(node, nodes.List) else tuple
+        return lambda r: make([i(r) for i in items])
+    if isinstance(node, nodes.Not):
+        inner = _closure(node.node, names)
+        return None if inner is None else (lambda r: not inner(r))
+    if isinstance(node, (nodes.And, nodes.Or)):
+        left, right = _closure(node.left, names), _closure(node.right, names)
+        if left is None or right is None:
+            return None
+        if isinstance(node, nodes.And):
+            return lambda r: left(r) and right(r)
+        return lambda r: left(r) or right(r)
+    if isinstance(node, nodes.Test) and node.name == "none" and not (
+            node.args or node.kwargs or node.dyn_args or node.dyn_kwargs):
+        inner = _closure(node.node, names)
+        return None if inner is None else (lambda r: inner(r) is None)
+    if isinstance(node, nodes.Compare) and node.ops and all(op.op in _COMPARE for op in node.ops):
+        first = _closure(node.expr, names)
+        steps = [(_COMPARE[op.op], _closure(op.expr, names)) for op in node.ops]
+        if first is None or any(f is None for _, f in steps):
+            return None
+        if len(steps) == 1:
+            (cmp, second), = steps
+            return lambda r: cmp(first(r), second(r))
+
+        def chained(r: dict) -> Any:  # a < b < c: Python's chained comparison
+            left, result = first(r), True
+            for cmp, get in steps:
+                right = get(r)
+                result = cmp(left, right)
+                if not result:
+                    return result
+                left = right
+            return result
+        return chained
+    return None
+
+
+def _rule_check(ok: Callable[[Any], bool], reason: Callable[[Any], str]) -> Callable[[Any], None]:
+    """A field check whose message is only built when it fails (it is a hot path)."""
+    def check(v: Any) -> None:
+        if not ok(v):
+            raise ValueError(reason(v))
+    return check

@@ -154,8 +154,7 @@ class Writer:
     def _merge(self, conn: sa.Connection, plan: MergePlan, batch: list[dict], result: WriteResult) -> None:
         self.dialect.clear_stage(conn, self.stage)
         self.dialect.load_stage(conn, self.stage, batch)
-        stale = self.dialect.stale_count(conn, plan)
-        created, updated = self.dialect.merge(conn, plan)
+        created, updated, stale = self.dialect.merge_counted(conn, plan)
         result.created += created
         result.updated += updated
         result.stale += stale

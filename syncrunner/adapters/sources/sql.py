@@ -9,12 +9,12 @@ whose cursor is NULL are fetched afterwards, by key, on unwindowed runs (null_cu
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from ...dburl import shared_engine
+from ...dburl import create_engine, normalize_url, shared_engine
 from ...redact import redact, redact_url
 from ...runtime.codec import decode, encode
 from ...runtime.strategy import Window
@@ -23,6 +23,38 @@ from ...spec import Spec
 from .base import Chunk, SourceMetrics
 
 PHASE_CURSOR, PHASE_NULL, PHASE_ALL = "cursor", "null", "all"
+STREAM_SPAN = 100_000   # rows per streaming query: bounds a query's snapshot age, not memory
+
+
+def _pymysql_datetime() -> Callable[[Any], Any]:
+    """PyMySQL's DATETIME converter is a regex and int() per part: about a third of the read cost of
+    a row with two timestamps (bench: 1.45 s -> 0.99 s per 100,000 rows). MySQL always sends 'YYYY-MM-DD HH:MM:SS[.f...]', which fromisoformat (C)
+    parses to the same value; anything else (zero dates, odd input) goes to PyMySQL's own converter,
+    so results are identical."""
+    from pymysql.converters import convert_datetime
+
+    fromisoformat = dt.datetime.fromisoformat
+
+    def to_datetime(s: Any) -> Any:
+        if s.__class__ is str and s[10:11] == " " and (len(s) == 19 or (s[19] == "." and len(s) <= 26)):
+            try:
+                return fromisoformat(s)
+            except ValueError:
+                pass
+        return convert_datetime(s)
+    return to_datetime
+
+
+def driver_options(url: str) -> dict:
+    """Engine options that make a source driver read faster without changing what it returns."""
+    u = normalize_url(url)
+    if u.get_driver_name() != "pymysql":
+        return {}
+    from pymysql.constants import FIELD_TYPE
+    from pymysql.converters import conversions
+    conv = dict(conversions)
+    conv[FIELD_TYPE.DATETIME] = conv[FIELD_TYPE.TIMESTAMP] = _pymysql_datetime()
+    return {"connect_args": {"conv": conv}}
 
 
 class SqlSource:
@@ -30,7 +62,8 @@ class SqlSource:
         self.spec = spec
         self.src = spec.source
         self.url = self.src.options["url"]
-        self.engine = engine or shared_engine(self.url)
+        self.engine = engine or shared_engine(
+            self.url, lambda u: create_engine(u, pool_pre_ping=True, **driver_options(u)))
         self.q = self.engine.dialect.identifier_preparer.quote
         self.tz = ZoneInfo(self.src.timezone)
         self.metrics = SourceMetrics()
@@ -110,33 +143,67 @@ class SqlSource:
 
     # -- reading ---------------------------------------------------------------------------------
     def chunks(self, window: Window, position: dict | None, limit: int = 0) -> Iterator[Chunk]:
+        """One streaming keyset query per span of up to STREAM_SPAN rows (a server-side cursor,
+        never a buffered result), cut into chunks here. Each chunk's position is its last row, exactly
+        as if each chunk had been its own query, so checkpoints and resumes are unchanged. A phase
+        ends only when a query from the last position finds nothing: rows whose cursor moved ahead
+        while a span was being read (its snapshot could not see them) are still fetched."""
         phases = self._phases(window)
         start_phase = position["phase"] if position else phases[0]
         after = [decode(v) for v in position["after"]] if position and position.get("after") else None
         remaining = limit or None
+        size = self.src.chunk_size
         with self.engine.connect() as conn:
+            self._prepare_streaming(conn)
             for phase in phases[phases.index(start_phase):]:
                 order = ([self.src.cursor] if phase == PHASE_CURSOR else []) + list(self.src.key)
                 while remaining is None or remaining > 0:
-                    n = self.src.chunk_size if remaining is None else min(self.src.chunk_size, remaining)
+                    n = max(size, STREAM_SPAN) if remaining is None else min(max(size, STREAM_SPAN), remaining)
                     sql, params = self.build(window, phase, after, n)
-                    rows = [dict(r) for r in conn.execute(sa.text(sql), params).mappings()]
-                    conn.rollback()  # no snapshot held open across chunks on the source
+                    got = 0
+                    result = conn.execution_options(stream_results=True, max_row_buffer=size).execute(
+                        sa.text(sql), params)
                     self.metrics.queries += 1
-                    if phase == PHASE_NULL:
-                        self.metrics.null_cursor_rows += len(rows)
-                    if not rows:
-                        break
-                    last = rows[-1]
-                    after = [last[c] for c in order]
+                    try:
+                        names = list(result.keys())
+                        batches = self._batches(result, names, size)
+                        try:
+                            for records in batches:
+                                got += len(records)
+                                last = records[-1]
+                                after = [last[c] for c in order]
+                                if phase == PHASE_NULL:
+                                    self.metrics.null_cursor_rows += len(records)
+                                yield Chunk(records, {"phase": phase, "after": [encode(v) for v in after]})
+                                if remaining is not None and got >= remaining:
+                                    break
+                        finally:
+                            batches.close()
+                    finally:
+                        result.close()
+                    conn.rollback()  # no snapshot held open across spans on the source
                     if remaining is not None:
-                        remaining -= len(rows)
-                    yield Chunk(rows, {"phase": phase, "after": [encode(v) for v in after]})
-                    if len(rows) < n:
+                        remaining -= got
+                    if got == 0:
                         break
                 after = None
                 if remaining is not None and remaining <= 0:
                     return
+
+    @staticmethod
+    def _batches(result: sa.CursorResult, names: list[str], size: int) -> Iterator[list[dict]]:
+        """The span's rows as records, chunk_size at a time. (Decoding them on a read-ahead thread
+        was measured not to pay: PyMySQL decodes in Python under the GIL, and every hand-back of the
+        GIL to the writing thread waits out the switch interval.)"""
+        while batch := result.fetchmany(size):
+            yield [dict(zip(names, r)) for r in batch]
+
+    def _prepare_streaming(self, conn: sa.Connection) -> None:
+        """MySQL drops a streaming query whose client stops reading for net_write_timeout (60 s by
+        default); a slow target write between two chunks must not kill the read."""
+        if conn.dialect.name in ("mysql", "mariadb"):
+            conn.exec_driver_sql("SET SESSION net_write_timeout = 3600")
+            conn.rollback()
 
     def count(self, window: Window) -> int | None:
         total = 0
@@ -149,7 +216,7 @@ class SqlSource:
 
     def describe(self, window: Window) -> dict:
         phases = self._phases(window)
-        sql, params = self.build(window, phases[0], None, self.src.chunk_size)
+        sql, params = self.build(window, phases[0], None, max(self.src.chunk_size, STREAM_SPAN))
         return {"source": redact_url(self.url), "phases": phases, "sql": sql,
                 "params": {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in params.items()}}
 

@@ -1,0 +1,293 @@
+"""Benchmark: syncrunner's real CLI path against a plain COPY floor, on the same MariaDB data.
+
+    python bench/run.py --rows 1000000                  # MariaDB -> PostgreSQL
+    python bench/run.py --rows 1000000 --target sqlite  # MariaDB -> SQLite
+
+Each round, on a fresh target: (1) full sync, (1b) full sync of the first 100,000 rows only
+(--max-records; the memory baseline), (2) the no-change run (--full again: every row read and
+compared, none written), (2b) the no-change delta run, (3) an incremental run after 1% of the rows
+changed, (4) the floor: the same rows already in Python memory written with one plain COPY
+(PostgreSQL) or one executemany in one transaction (SQLite). Every syncrunner run is a fresh
+`syncrunner run` subprocess under /usr/bin/time, so its peak RSS is the CLI's own. Prints medians over the
+rounds. Counts come from the target's sync_history row, not from the CLI's output."""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import sqlalchemy as sa
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from bench.gen import TABLE, generate, touch  # noqa: E402
+from syncrunner.dburl import create_engine  # noqa: E402
+
+SPEC = HERE / "appointments.yaml"
+SYNCRUNNER = Path(sys.executable).with_name("syncrunner")
+SOURCE_COLS = ["id", "prospect_id", "user_id", "starts_at", "duration", "amount", "complete",
+               "confirmed", "city", "email", "notes", "updated_at"]
+FLOOR_DDL = """CREATE TABLE {name} (id BIGINT PRIMARY KEY, prospect_id BIGINT NOT NULL, user_id BIGINT,
+  starts_at {ts} NOT NULL, duration_min BIGINT, amount NUMERIC(10,2), complete BOOLEAN, confirmed BOOLEAN,
+  city VARCHAR(100), email VARCHAR(255), notes TEXT, updated_at {ts} NOT NULL)"""
+
+
+@dataclass
+class Measure:
+    name: str
+    rows: int
+    seconds: float
+    rss_mb: float | None
+    counts: dict[str, int] | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+
+# -- the syncrunner runs: one fresh CLI process each ----------------------------------------------
+def cli_run(name: str, target_url: str, source_url: str, *flags: str) -> Measure:
+    """Runs under /usr/bin/time: a child forked from this (large) process would report this
+    process's resident pages as its own peak, whereas time(1) is tiny."""
+    env = dict(os.environ, SRBENCH_SOURCE_URL=source_url)
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss_file:
+        cmd = ["/usr/bin/time", "-f", "%M", "-o", rss_file.name,
+               str(SYNCRUNNER), "run", str(SPEC), "--target", target_url, *flags]
+        started = time.monotonic()
+        proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        seconds = time.monotonic() - started
+        if proc.returncode != 0:
+            sys.exit(f"{name}: syncrunner exited {proc.returncode}:\n{proc.stdout.decode(errors='replace')}")
+        rss_mb = int(rss_file.read().split()[-1]) / 1024.0
+    counts = last_history(target_url)
+    return Measure(name, counts["fetched"], seconds, rss_mb, counts)
+
+
+def last_history(target_url: str) -> dict[str, int]:
+    engine = create_engine(target_url)
+    with engine.connect() as c:
+        h = c.execute(sa.text("SELECT records_processed, records_created, records_updated, records_failed, "
+                              "performance_metrics FROM sync_history ORDER BY id DESC LIMIT 1")).one()
+    engine.dispose()
+    m = h.performance_metrics if isinstance(h.performance_metrics, dict) else json.loads(h.performance_metrics)
+    return {"fetched": h.records_processed, "created": h.records_created, "updated": h.records_updated,
+            "unchanged": m.get("records_unchanged", 0) + m.get("records_stale", 0), "failed": h.records_failed}
+
+
+# -- the floor: rows already in memory, one plain bulk write -----------------------------------------
+def load_source_rows(source_url: str) -> list[tuple]:
+    engine = create_engine(source_url)
+    with engine.connect() as c:
+        rows = [tuple(r) for r in c.execute(sa.text(
+            f"SELECT {', '.join(SOURCE_COLS)} FROM {TABLE} ORDER BY updated_at, id"))]
+    engine.dispose()
+    return rows
+
+
+def _copy_field(v: Any) -> str:
+    if v is None:
+        return "\\N"
+    if isinstance(v, str):
+        return v.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return str(v)
+
+
+class _Lines(io.RawIOBase):
+    """A read()-able stream of COPY text lines, produced as psycopg2 asks for them."""
+
+    def __init__(self, lines: Iterable[str]):
+        self.lines: Iterator[str] = iter(lines)
+        self.buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self.buf) < n:
+            part = "".join(line for _, line in zip(range(2000), self.lines))
+            if not part:
+                break
+            self.buf += part.encode()
+        out, self.buf = (self.buf, b"") if n < 0 else (self.buf[:n], self.buf[n:])
+        return out
+
+
+def floor_postgresql(target_url: str, rows: list[tuple]) -> Measure:
+    engine = create_engine(target_url)
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        cur.execute("DROP TABLE IF EXISTS bench_floor")
+        cur.execute(FLOOR_DDL.format(name="bench_floor", ts="TIMESTAMPTZ"))
+        raw.commit()
+        started = time.monotonic()
+        lines = ("\t".join(map(_copy_field, r)) + "\n" for r in rows)
+        cur.copy_expert("COPY bench_floor FROM STDIN", _Lines(lines), size=1 << 16)
+        raw.commit()
+        seconds = time.monotonic() - started
+    finally:
+        raw.close()
+        engine.dispose()
+    return Measure("4  floor: plain COPY from memory", len(rows), seconds, None)
+
+
+def floor_sqlite(target_url: str, rows: list[tuple]) -> Measure:
+    import sqlite3
+    db = sqlite3.connect(sa.engine.make_url(target_url).database, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("DROP TABLE IF EXISTS bench_floor")
+        db.execute(FLOOR_DDL.format(name="bench_floor", ts="DATETIME"))
+        started = time.monotonic()
+        db.execute("BEGIN")
+        db.executemany("INSERT INTO bench_floor VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                       ([str(v) if not isinstance(v, (int, str, type(None))) else v for v in r] for r in rows))
+        db.execute("COMMIT")
+        seconds = time.monotonic() - started
+    finally:
+        db.close()
+    return Measure("4  floor: plain executemany from memory", len(rows), seconds, None)
+
+
+# -- targets --------------------------------------------------------------------------------------
+class PgTarget:
+    def __init__(self, server: str, name: str = "srbench_target"):
+        self.admin = sa.create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+        self.url = f"{server}/{name}"
+        self.name = name
+
+    def reset(self) -> None:
+        with self.admin.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+            c.execute(sa.text(f'CREATE DATABASE "{self.name}"'))
+
+
+class SqliteTarget:
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="srbench-"))
+        self.url = f"sqlite:///{self.dir / 'target.db'}"
+
+    def reset(self) -> None:
+        for p in self.dir.glob("target.db*"):
+            p.unlink()
+
+
+# -- one round --------------------------------------------------------------------------------------
+def one_round(no: int, args: argparse.Namespace, target, floor_rows: list[tuple]) -> list[Measure]:
+    src = args.source_url
+    out: list[Measure] = []
+    if args.rows > 100_000:
+        target.reset()
+        out.append(cli_run("1b full sync, first 100,000 rows", target.url, src, "--max-records", "100000"))
+    target.reset()
+    out.append(cli_run("1  full sync", target.url, src))
+    out.append(cli_run("2  no-change run (--full)", target.url, src, "--full"))
+    out.append(cli_run("2b no-change run (delta)", target.url, src))
+    changed = touch(src, 1.0, no)
+    out.append(cli_run(f"3  incremental, 1% changed ({changed:,})", target.url, src))
+    floor = floor_postgresql if args.target == "postgresql" else floor_sqlite
+    out.append(floor(target.url, floor_rows))
+    return out
+
+
+def fmt(m: Measure) -> str:
+    c = m.counts
+    counts = f"{c['created']:>9,} {c['updated']:>9,} {c['unchanged']:>9,} {c['failed']:>6,}" if c else f"{'':>36}"
+    rss = f"{m.rss_mb:>8.0f}" if m.rss_mb is not None else f"{'-':>8}"
+    return f"{m.name:<40} {m.rows:>9,} {m.seconds:>8.2f} {m.rate:>9,.0f} {rss} {counts}"
+
+
+HEADER = (f"{'run':<40} {'rows':>9} {'wall s':>8} {'rows/s':>9} {'RSS MB':>8} "
+          f"{'created':>9} {'updated':>9} {'unchanged':>9} {'failed':>6}")
+
+
+def median_measure(ms: list[Measure]) -> Measure:
+    mid = sorted(ms, key=lambda m: m.seconds)[len(ms) // 2]
+    rss = [m.rss_mb for m in ms if m.rss_mb is not None]
+    name = ms[0].name.split(" (")[0] if ms[0].name.startswith("3 ") else ms[0].name
+    return Measure(name, mid.rows, statistics.median(m.seconds for m in ms),
+                   statistics.median(rss) if rss else None, mid.counts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--target", choices=["postgresql", "sqlite"], default="postgresql")
+    ap.add_argument("--rounds", type=int, default=3, help="medians over this many rounds")
+    ap.add_argument("--source-url", default=os.environ.get(
+        "SRBENCH_SOURCE_URL", "mysql+pymysql://root:@127.0.0.1:3306/srbench"))
+    ap.add_argument("--pg-server", default=os.environ.get("SRBENCH_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432"))
+    args = ap.parse_args()
+
+    server = args.source_url.rsplit("/", 1)[0]
+    admin = sa.create_engine(f"{server}/", isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        db = sa.engine.make_url(args.source_url).database
+        c.execute(sa.text(f"CREATE DATABASE IF NOT EXISTS `{db}` CHARACTER SET utf8mb4"))
+    admin.dispose()
+
+    target = PgTarget(args.pg_server) if args.target == "postgresql" else SqliteTarget()
+    print(f"syncrunner bench: {args.rows:,} rows, MariaDB -> {args.target}, {args.rounds} round(s); "
+          f"{platform.node()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f} at start", flush=True)
+    started = time.monotonic()
+    generate(args.source_url, args.rows)
+    print(f"generated {args.rows:,} source rows in {time.monotonic() - started:.1f}s", flush=True)
+    floor_rows = load_source_rows(args.source_url)
+
+    rounds: list[list[Measure]] = []
+    for no in range(1, args.rounds + 1):
+        print(f"\nround {no} (load {os.getloadavg()[0]:.2f})\n{HEADER}", flush=True)
+        ms = one_round(no, args, target, floor_rows)
+        for m in ms:
+            print(fmt(m), flush=True)
+        rounds.append(ms)
+    if isinstance(target, SqliteTarget):
+        shutil.rmtree(target.dir, ignore_errors=True)
+
+    med = [median_measure([r[i] for r in rounds]) for i in range(len(rounds[0]))]
+    print(f"\nmedians of {args.rounds} (load {os.getloadavg()[0]:.2f} at end)\n{HEADER}")
+    for m in med:
+        print(fmt(m))
+    by = {m.name[:2].strip(): m for m in med}
+    full, floor, same, delta, inc = by["1"], by["4"], by["2"], by["2b"], by["3"]
+    print(f"\nfull sync / floor: {full.rate / floor.rate:.2f} of the floor's rows/s")
+    checks = []
+    if args.target == "postgresql":
+        checks += [(f"full sync >= 50,000 rows/s ({full.rate:,.0f})", full.rate >= 50_000),
+                   (f"full sync >= 0.30 of the COPY floor ({full.rate / floor.rate:.2f})",
+                    full.rate >= 0.30 * floor.rate)]
+    else:
+        checks.append((f"full sync >= 30,000 rows/s ({full.rate:,.0f})", full.rate >= 30_000))
+    checks.append((f"peak RSS <= 150 MB ({full.rss_mb:.0f})", full.rss_mb <= 150))
+    if "1b" in by:
+        base = by["1b"].rss_mb
+        checks.append((f"peak RSS within 15% of the 100,000-row run ({full.rss_mb:.0f} vs {base:.0f}: "
+                       f"{(full.rss_mb / base - 1) * 100:+.0f}%)", full.rss_mb <= base * 1.15))
+    checks.append((f"no-change run writes nothing (created {same.counts['created']}, updated "
+                   f"{same.counts['updated']}, unchanged {same.counts['unchanged']:,})",
+                   same.counts["created"] == same.counts["updated"] == 0
+                   and same.counts["unchanged"] == same.rows))
+    checks.append((f"no-change run >= 2x faster than the full run ({full.seconds / same.seconds:.1f}x)",
+                   full.seconds >= 2 * same.seconds))
+    checks.append((f"no-change delta run ({delta.seconds:.2f}s, {delta.rows:,} rows in the lookback)", True))
+    checks.append((f"incremental 1% <= 5% of the full run's time ({inc.seconds / full.seconds * 100:.1f}%)",
+                   inc.seconds <= 0.05 * full.seconds))
+    for text, ok in checks:
+        print(f"  [{'ok' if ok else 'MISSED'}] {text}")
+
+
+if __name__ == "__main__":
+    main()
