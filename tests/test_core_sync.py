@@ -188,3 +188,15 @@ def test_row_the_database_refuses_costs_one_row(tmp_path, mysql_url, pg_url):
     keys = sorted(int(r[0]) for r in rows(pg_url, "SELECT record_key FROM sync_dead_letters"))
     assert keys == refused
     assert "database refused the row" in rows(pg_url, "SELECT reason FROM sync_dead_letters LIMIT 1")[0][0]
+
+
+def test_c_mysql_driver_source_gives_the_same_rows(tmp_path, mysql_url, pg_url):
+    """mysql+mysqldb:// (the optional C driver, `pip install syncrunner[mysql-c]`) reads the same rows
+    through the same keyset chunks as PyMySQL."""
+    pytest.importorskip("MySQLdb", reason="mysqlclient is not installed (optional extra mysql-c)")
+    make_source(mysql_url, 3000, same_ts=True)
+    c_url = mysql_url.replace("mysql+pymysql://root:@", "mysql+mysqldb://root@")
+    result = sync(write_spec(tmp_path, chunk_size=700), c_url, pg_url)
+    assert result.status == "success", result.error
+    assert (result.stats.fetched, result.stats.created) == (3000, 3000)
+    assert _target_rows(pg_url) == _source_rows(mysql_url)
