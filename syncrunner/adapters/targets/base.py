@@ -86,6 +86,20 @@ class TargetDialect:
         c = self.q(plan.cursor)
         return f"({stored}.{c} IS NULL OR {incoming}.{c} >= {stored}.{c})"
 
+    def on_conflict(self, plan: MergePlan, excluded: str) -> tuple[str, str]:
+        """(column list, `ON CONFLICT (...) DO ...` clause) of a native upsert from the stage: a
+        stored row is updated only when it is not newer and really differs."""
+        q = self.q
+        t = q(plan.target.name)
+        cols = ", ".join(q(c) for c in plan.columns)
+        keys = ", ".join(q(k) for k in plan.keys)
+        rest = [c for c in plan.columns if c not in plan.keys]
+        if not rest:
+            return cols, f"ON CONFLICT ({keys}) DO NOTHING"
+        sets = ", ".join(f"{q(c)} = {excluded}.{q(c)}" for c in rest)
+        return cols, (f"ON CONFLICT ({keys}) DO UPDATE SET {sets} WHERE {self.newer(t, excluded, plan)} "
+                      f"AND ({self.differs(t, excluded, rest)})")
+
     def stale_count(self, conn: sa.Connection, plan: MergePlan) -> int:
         """Incoming rows older than the stored ones: kept as stored, counted apart."""
         if plan.force or not plan.cursor:

@@ -34,15 +34,7 @@ class SqliteTarget(TargetDialect):
         q = self.q
         t, s = q(plan.target.name), q(plan.stage.name)
         created = self.new_count(conn, plan)
-        cols = ", ".join(q(c) for c in plan.columns)
-        keys = ", ".join(q(k) for k in plan.keys)
-        rest = [c for c in plan.columns if c not in plan.keys]
-        if rest:
-            sets = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in rest)
-            action = (f"DO UPDATE SET {sets} WHERE {self.newer(t, 'excluded', plan)} "
-                      f"AND ({self.differs(t, 'excluded', rest)})")
-        else:
-            action = "DO NOTHING"
-        sql = f"INSERT INTO {t} ({cols}) SELECT {cols} FROM {s} WHERE true ON CONFLICT ({keys}) {action}"
+        cols, conflict = self.on_conflict(plan, "excluded")
+        sql = f"INSERT INTO {t} ({cols}) SELECT {cols} FROM {s} WHERE true {conflict}"
         changed = conn.execute(sa.text(sql)).rowcount
         return created, changed - created
