@@ -360,3 +360,33 @@ def test_template_filters_for_window_values():
     assert ENV.from_string("{{ s | epoch_s }}").render(s=since) == "1735787045"
     assert ENV.from_string("{{ s | iso }}").render(s=since) == "2025-01-02T03:04:05.678000+00:00"
     assert ENV.from_string("{{ s | epoch_ms }}").render(s=None) == "None"
+
+
+# -- whole CRM folders through the CLI ---------------------------------------------------------------
+@pytest.mark.parametrize("crm", ["hubspot", "callrail"])
+def test_cli_runs_a_whole_crm_folder_against_the_fake(crm, hubspot, callrail, pg_url):
+    """`syncrunner run specs/<crm>/ --target postgresql://...` brings every record of every entity."""
+    from click.testing import CliRunner
+
+    from syncrunner.cli import EXIT_OK, main
+
+    if crm == "hubspot":
+        counts = {"contacts": 2_500, "companies": 400, "deals": 700}
+        for entity, n in counts.items():
+            hubspot.seed(entity, n, T0)
+        env = {"HUBSPOT_BASE_URL": hubspot.base_url, "HUBSPOT_TOKEN": TOKEN,
+               "HUBSPOT_SEARCH_REQUESTS_PER_SECOND": "1000"}
+    else:
+        counts = {"calls": 1_200, "companies": 4, "trackers": 9, "users": 6}
+        for entity, n in counts.items():
+            callrail.seed(entity, n)
+        env = {"CALLRAIL_BASE_URL": callrail.base_url, "CALLRAIL_API_KEY": API_KEY,
+               "CALLRAIL_ACCOUNT_ID": ACCOUNT, "CALLRAIL_REQUESTS_PER_SECOND": "1000"}
+    fake = hubspot if crm == "hubspot" else callrail
+    res = CliRunner().invoke(main, ["run", str(SPECS / crm), "--target", pg_url, "--no-progress"], env=env)
+    assert res.exit_code == EXIT_OK, res.output
+    for entity, n in counts.items():
+        upstream = len(fake.records(entity))  # seeding calls may add the company they belong to
+        assert upstream >= n
+        assert landed(pg_url, f"{crm}_{entity}") == (upstream, upstream), entity
+    assert {h.status for h in history(pg_url)} == {"success"} and len(history(pg_url)) == len(counts)
