@@ -200,3 +200,25 @@ def test_c_mysql_driver_source_gives_the_same_rows(tmp_path, mysql_url, pg_url):
     assert result.status == "success", result.error
     assert (result.stats.fetched, result.stats.created) == (3000, 3000)
     assert _target_rows(pg_url) == _source_rows(mysql_url)
+
+
+def test_an_unchanged_bad_record_re_read_is_not_a_new_failure(tmp_path, mysql_url, target_url):
+    """A bad record inside the next run's lookback window is read again: it is already kept in the
+    dead-letter table, so the run is not `partial` for it and it is not kept twice. If it changes
+    (and is still bad) it is a new failure."""
+    src = make_source(mysql_url, 50)
+    with src.begin() as c:  # the newest row is bad: every delta run's lookback re-reads it
+        c.execute(item.update().where(item.c.id == 50).values(email="nobody@"))
+    spec = write_spec(tmp_path)
+    first = sync(spec, mysql_url, target_url)
+    assert (first.status, first.stats.failed) == ("partial", 1)
+    again = sync(spec, mysql_url, target_url)
+    assert again.window.mode == "delta" and again.stats.fetched >= 1
+    assert (again.status, again.stats.failed, again.stats.known_bad) == ("success", 0, 1)
+    assert history(target_url)[-1].records_failed == 0
+    assert rows(target_url, "SELECT COUNT(*) FROM sync_dead_letters")[0][0] == 1
+    with src.begin() as c:
+        c.execute(item.update().where(item.c.id == 50).values(email="still@bad@"))
+    third = sync(spec, mysql_url, target_url)
+    assert (third.status, third.stats.failed, third.stats.known_bad) == ("partial", 1, 0)
+    assert rows(target_url, "SELECT COUNT(*) FROM sync_dead_letters")[0][0] == 2

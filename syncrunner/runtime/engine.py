@@ -295,7 +295,8 @@ class SyncRun:
                     c.created, c.updated = res.created, res.updated
                     c.unchanged, c.stale = res.unchanged, res.stale
                     c.failed += len(res.rejected)
-                    history.add_dead_letters(conn, d)
+                    c.known_bad = history.add_dead_letters(conn, d)
+                    c.failed -= c.known_bad  # already kept and counted by the run that first saw them
                     deletes.stage(conn, rows)
                     accepted = [r for r in rows if not any(r is rr for rr, _ in res.rejected)]
                     new_watermark = self._max_cursor(accepted, watermark)
@@ -466,6 +467,7 @@ class SyncRun:
             "chunks": self.stats.chunks,
             "records_unchanged": self.stats.unchanged,
             "records_stale": self.stats.stale,
+            "records_known_bad": self.stats.known_bad,
             "duplicates_in_chunk": self.stats.duplicates,
             "null_cursor_rows": m.null_cursor_rows if m else 0,
             "warnings": self.stats.warnings,

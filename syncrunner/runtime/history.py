@@ -171,9 +171,27 @@ def latest_run(conn: sa.Connection, crm: str, entity: str) -> sa.Row | None:
         h.crm_source == crm, h.sync_type == entity).order_by(h.id.desc()).limit(1)).first()
 
 
-def add_dead_letters(conn: sa.Connection, rows: list[dict]) -> None:
-    if rows:
-        conn.execute(dead_letters.insert(), rows)
+def add_dead_letters(conn: sa.Connection, rows: list[dict]) -> int:
+    """Keep the chunk's dead letters. A rejection identical to one already kept (same record key,
+    field, reason and raw record: an unchanged bad record re-read, e.g. inside a lookback window)
+    is not kept twice; returns how many of the rejections were such repeats."""
+    if not rows:
+        return 0
+    rejected = [r for r in rows if r["action"] == "rejected" and r["record_key"] is not None]
+    known: set[tuple] = set()
+    if rejected:
+        d = dead_letters.c
+        first = rejected[0]
+        keys = sorted({r["record_key"] for r in rejected})
+        for i in range(0, len(keys), 500):
+            known.update(tuple(r) for r in conn.execute(sa.select(d.record_key, d.field, d.reason, d.raw_record).where(
+                d.crm_source == first["crm_source"], d.sync_type == first["sync_type"],
+                d.action == "rejected", d.record_key.in_(keys[i:i + 500]))))
+    fresh = [r for r in rows if (r["record_key"], r["field"], r["reason"], r["raw_record"]) not in known
+             or r["action"] != "rejected"]
+    if fresh:
+        conn.execute(dead_letters.insert(), fresh)
+    return len(rows) - len(fresh)
 
 
 def dead_letter(run_id: int, crm: str, entity: str, key: Any, field: str | None, reason: str,

@@ -12,6 +12,7 @@ class Stats:
     unchanged: int = 0    # valid records whose stored row was identical: no write
     stale: int = 0        # valid records older than the stored row, kept the stored one
     failed: int = 0       # data errors: in the dead-letter table
+    known_bad: int = 0    # rejected again exactly as already kept (unchanged bad record re-read)
     duplicates: int = 0   # the same key twice in one chunk: the later one wins
     chunks: int = 0
     warnings: int = 0     # values nulled by on_invalid: null
