@@ -390,3 +390,19 @@ def test_cli_runs_a_whole_crm_folder_against_the_fake(crm, hubspot, callrail, pg
         assert upstream >= n
         assert landed(pg_url, f"{crm}_{entity}") == (upstream, upstream), entity
     assert {h.status for h in history(pg_url)} == {"success"} and len(history(pg_url)) == len(counts)
+
+
+def test_hubspot_archived_records_are_soft_deleted_by_a_full_run(hubspot, pg_url):
+    """Search never returns archived records; the specs' delete sweep marks them on a full run."""
+    ids = hubspot.seed("contacts", 300, T0)
+    first = run(hubspot_spec(hubspot), pg_url)
+    assert first.status == "success"
+    hubspot.archive("contacts", ids[:12])
+    delta = run(hubspot_spec(hubspot), pg_url)  # incremental: never deletes
+    assert rows(pg_url, "SELECT COUNT(*) FROM hubspot_contacts WHERE deleted_at IS NOT NULL")[0][0] == 0
+    assert any("not swept" in n for n in delta.notes)
+    full = run(hubspot_spec(hubspot), pg_url, full=True)
+    assert full.status == "success"
+    gone = {r[0] for r in rows(pg_url, "SELECT id FROM hubspot_contacts WHERE deleted_at IS NOT NULL")}
+    assert gone == {int(i) for i in ids[:12]}
+    assert landed(pg_url, "hubspot_contacts") == (300, 300)
