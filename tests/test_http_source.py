@@ -406,3 +406,21 @@ def test_hubspot_archived_records_are_soft_deleted_by_a_full_run(hubspot, pg_url
     gone = {r[0] for r in rows(pg_url, "SELECT id FROM hubspot_contacts WHERE deleted_at IS NOT NULL")}
     assert gone == {int(i) for i in ids[:12]}
     assert landed(pg_url, "hubspot_contacts") == (300, 300)
+
+
+def test_hubspot_total_gives_progress_a_count(hubspot, sqlite_url):
+    """`total: total` in the spec: with progress on, one extra request reads the API's own count."""
+    from syncrunner.runtime.engine import SyncRun
+
+    seed_contacts(hubspot, 1_234)
+    seen = {}
+
+    class Totals:
+        def started(self, spec, window, total): seen["total"] = total
+        def chunk_done(self, *a): pass
+        def finished(self, *a): pass
+
+    result = SyncRun(hubspot_spec(hubspot), RunOptions(), sqlite_url, observers=[Totals()], count_total=True).run()
+    assert result.status == "success" and result.stats.fetched == 1_234
+    assert seen["total"] == 1_234
+    assert metrics(sqlite_url)["api_calls"] == 13 + 1  # 13 pages of 100, plus the count

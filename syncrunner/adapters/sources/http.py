@@ -116,6 +116,7 @@ class HttpSource:
         self.records = jmespath.compile(self.records_expr).search
         self.paginator = Paginator.from_options(o.get("pagination"), self.base_url, self.body is not None)
         self.cap = o.get("max_results_per_query")
+        self.total = jmespath.compile(str(o["total"])).search if o.get("total") else None
         self.max_pages = int(o.get("max_pages", DEFAULT_MAX_PAGES))
         self.sorted = bool(o.get("sorted_by_cursor", False))
         self.cursor = CursorReader.for_spec(spec)
@@ -227,7 +228,13 @@ class HttpSource:
 
     # -- the rest of the Source protocol -----------------------------------------------------------
     def count(self, window: Window) -> int | None:
-        return None
+        """The API's own count of the window (spec `total:`), from one request for the first page."""
+        if self.total is None:
+            return None
+        _, body, _ = self._page(self.first_call(window.since, window.until))
+        self.pages = 0  # the real pass starts its page count (and max_pages) afresh
+        value = self.total(body)
+        return int(value) if isinstance(value, (int, float, str)) and str(value).isdigit() else None
 
     def describe(self, window: Window) -> dict:
         call = self.first_call(window.since, window.until)
