@@ -80,8 +80,8 @@ def run_demo(workdir: str, size: int) -> int:
             "SELECT id, crm_source, sync_type, status, records_processed, records_created, "
             "records_updated, records_failed, watermark FROM sync_history ORDER BY id DESC LIMIT 8")).fetchall()
         reasons = c.execute(sa.text(
-            "SELECT sync_type, field, COUNT(*) n, MIN(reason) example FROM sync_dead_letters "
-            "GROUP BY sync_type, field ORDER BY n DESC LIMIT 6")).fetchall()
+            "SELECT action, sync_type, field, COUNT(*) n, MIN(reason) example FROM sync_dead_letters "
+            "GROUP BY action, sync_type, field ORDER BY action DESC, n DESC LIMIT 10")).fetchall()
     tgt.dispose()
     click.echo("\n== Latest SyncHistory rows (the full table: sync_history in the target)")
     click.echo(f"  {'id':>3} {'source':<28} {'status':<8} {'processed':>9} {'created':>8} {'updated':>8} "
@@ -89,9 +89,12 @@ def run_demo(workdir: str, size: int) -> int:
     for h in hist:
         click.echo(f"  {h.id:>3} {h.crm_source + '.' + h.sync_type:<28} {h.status:<8} {h.records_processed:>9,} "
                    f"{h.records_created:>8,} {h.records_updated:>8,} {h.records_failed:>6,}  {h.watermark or '-'}")
-    click.echo("\n== Bad records kept in sync_dead_letters (skipped, counted, with the reason)")
+    click.echo("\n== Bad data kept in sync_dead_letters: rejected records (skipped, counted as failed) and "
+               "values stored as NULL (on_invalid: null), each with the raw record and the reason")
     for r in reasons:
-        click.echo(f"  {r.sync_type:<24} {r.field or '(record)':<16} {r.n:>5}  e.g. {r.example[:70]}")
+        click.echo(f"  {r.action:<9} {r.sync_type:<22} {r.field or '(record)':<14} {r.n:>5}  e.g. {r.example[:60]}")
+    click.echo("  (the full list, with each raw record: SELECT * FROM sync_dead_letters; "
+               "`syncrunner demo --verbose` shows the log lines)")
     click.echo(f"\nTarget database: {target_url}\nTry: .venv/bin/syncrunner plan specs/genius/appointments.yaml "
                f"--target {target_url}   (with GENIUS_DB_URL={source_url})")
     failed = [r for r in first + second if r.status == "failed"]

@@ -77,6 +77,16 @@ def _run_row(url, run_id):
     return next(r for r in history(url) if r.id == run_id)
 
 
+def _wait_first_commit(pg_url, before: set, proc, timeout: float = 60) -> None:
+    """Until the run started after `before` has committed a chunk (or the process ended)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        new = [r for r in history_or_empty(pg_url) if r.id not in before]
+        if new and new[0].records_processed > 0:
+            return
+        time.sleep(0.05)
+
+
 def test_kill_9_at_random_moments_while_the_source_changes_loses_and_duplicates_nothing(
         tmp_path, mysql_url, pg_url):
     t0 = time.monotonic()
@@ -93,8 +103,16 @@ def test_kill_9_at_random_moments_while_the_source_changes_loses_and_duplicates_
         for _ in range(KILL_POINTS):
             before = {r.id for r in history_or_empty(pg_url)}
             proc = cli_start("run", spec, "--wait", 30, env=env)
-            delay = rng.uniform(0.8, 3.5)
+            started = time.monotonic()
+            if rng.random() < 0.75:
+                # most kills land mid-sync: timed from the run's first committed chunk, not from
+                # the process start, whose cost varies with the machine's load
+                _wait_first_commit(pg_url, before, proc)
+                delay = rng.uniform(0.0, 1.5)
+            else:  # some land early: before, during or just after the first chunk
+                delay = rng.uniform(0.2, 1.2)
             time.sleep(delay)
+            delay = time.monotonic() - started
             if proc.poll() is not None:  # finished before the kill: nothing left to interrupt
                 proc.communicate()
                 break

@@ -192,3 +192,21 @@ def test_fast_pymysql_datetime_converter_matches_pymysql(text):
     from syncrunner.adapters.sources.sql import _pymysql_datetime
     fast = _pymysql_datetime()
     assert fast(text) == convert_datetime(text) and type(fast(text)) is type(convert_datetime(text))
+
+
+def test_empty_string_is_not_checked_but_stays_empty(mapper):
+    row = mapper.map(good(email="", phone="", site="", stage="", code=""))
+    assert (row["email"], row["phone"], row["site"], row["stage"], row["code"]) == ("", "", "", "", "")
+    assert mapper.warnings == []
+
+
+@pytest.mark.parametrize("value,ok", [("(555) 123-4567", True), ("973-432-6531 ext 12", True), ("+1 212 555 0100 x3", True),
+                                      ("555.123.4567 #7", True), ("123", False), ("see notes", False),
+                                      ("555-CALL-NOW", False), ("n/a", False)])
+def test_phone_validator_accepts_extensions(value, ok):
+    from syncrunner.runtime.validators import phone
+    if ok:
+        phone(value)
+    else:
+        with pytest.raises(ValueError):
+            phone(value)

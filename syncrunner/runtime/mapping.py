@@ -149,9 +149,13 @@ class Mapper:
             emit(2, "try:")
             emit(3, f"value = raw if raw.__class__ is same{i} else convert{i}(raw)" if same is not None
                  else f"value = convert{i}(raw)")
+            depth = 3
+            if is_string and checks:  # checks judge present values: an empty string has none
+                emit(3, "if value != '':")
+                depth = 4
             for j, check in enumerate(checks):
                 ns[f"check{i}_{j}"] = check
-                emit(3, f"check{i}_{j}(value)")
+                emit(depth, f"check{i}_{j}(value)")
             emit(2, "except (ValueError, TypeError, ArithmeticError) as e:")
             if null_on_invalid:
                 emit(3, f"mapper.warnings.append(Warning_({n}, raw, str(e)))")

@@ -13,7 +13,7 @@ from . import coerce
 # RFC 5322 "dot-atom" addresses, with internationalised (RFC 6531) letters allowed on both sides
 _EMAIL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[^\W_](?:[\w-]{0,61}[^\W_])?(?:\.[^\W_](?:[\w-]{0,61}[^\W_])?)*"
                     r"\.[^\W\d_]{2,63}")
-_PHONE_CHARS = re.compile(r"[\d\s().+\-/x]+", re.I)
+_PHONE_CHARS = re.compile(r"[\d\s().+\-/]+")
 
 
 def email(v: Any) -> None:
@@ -21,9 +21,13 @@ def email(v: Any) -> None:
         raise ValueError(f"invalid email {v!r}")
 
 
+_PHONE_EXTENSION = re.compile(r"\s*(?:ext\.?|extension|x|#)\s*\d{1,6}\s*$", re.I)
+
+
 def phone(v: Any) -> None:
-    s = str(v)
-    digits = re.sub(r"\D", "", s.split("x")[0].split("X")[0])
+    """7 to 15 digits in the usual punctuation, optionally with an extension (ext 12, x12, #12)."""
+    s = _PHONE_EXTENSION.sub("", str(v))
+    digits = re.sub(r"\D", "", s)
     if not _PHONE_CHARS.fullmatch(s) or not 7 <= len(digits) <= 15:
         raise ValueError(f"invalid phone number {v!r}")
 
