@@ -217,8 +217,16 @@ def test_an_unchanged_bad_record_re_read_is_not_a_new_failure(tmp_path, mysql_ur
     assert (again.status, again.stats.failed, again.stats.known_bad) == ("success", 0, 1)
     assert history(target_url)[-1].records_failed == 0
     assert rows(target_url, "SELECT COUNT(*) FROM sync_dead_letters")[0][0] == 1
+    # the same for a value stored as NULL (on_invalid: null): its entry is kept once
+    nulled = write_spec(tmp_path, name="nulled.yaml", entity="nulled").read_text().replace(
+        "validators: [email]}", "validators: [email], on_invalid: \"null\"}")
+    (tmp_path / "nulled.yaml").write_text(nulled)
+    for _ in range(2):
+        assert sync(tmp_path / "nulled.yaml", mysql_url, target_url).status == "success"
+    assert rows(target_url, "SELECT COUNT(*) FROM sync_dead_letters WHERE action = 'nulled'")[0][0] == 1
+    assert rows(target_url, "SELECT email FROM nulled WHERE id = 50")[0][0] is None
     with src.begin() as c:
         c.execute(item.update().where(item.c.id == 50).values(email="still@bad@"))
     third = sync(spec, mysql_url, target_url)
     assert (third.status, third.stats.failed, third.stats.known_bad) == ("partial", 1, 0)
-    assert rows(target_url, "SELECT COUNT(*) FROM sync_dead_letters")[0][0] == 2
+    assert rows(target_url, "SELECT COUNT(*) FROM sync_dead_letters WHERE action = 'rejected'")[0][0] == 2

@@ -172,26 +172,30 @@ def latest_run(conn: sa.Connection, crm: str, entity: str) -> sa.Row | None:
 
 
 def add_dead_letters(conn: sa.Connection, rows: list[dict]) -> int:
-    """Keep the chunk's dead letters. A rejection identical to one already kept (same record key,
-    field, reason and raw record: an unchanged bad record re-read, e.g. inside a lookback window)
-    is not kept twice; returns how many of the rejections were such repeats."""
+    """Keep the chunk's dead letters. One identical to an entry already kept (same record key, action,
+    field, reason and raw record: an unchanged bad record re-read, e.g. inside a lookback window) is
+    not kept twice. Returns how many *rejections* were such repeats (they are not new failures)."""
     if not rows:
         return 0
-    rejected = [r for r in rows if r["action"] == "rejected" and r["record_key"] is not None]
+    keyed = [r for r in rows if r["record_key"] is not None]
     known: set[tuple] = set()
-    if rejected:
+    if keyed:
         d = dead_letters.c
-        first = rejected[0]
-        keys = sorted({r["record_key"] for r in rejected})
+        first = keyed[0]
+        keys = sorted({r["record_key"] for r in keyed})
         for i in range(0, len(keys), 500):
-            known.update(tuple(r) for r in conn.execute(sa.select(d.record_key, d.field, d.reason, d.raw_record).where(
-                d.crm_source == first["crm_source"], d.sync_type == first["sync_type"],
-                d.action == "rejected", d.record_key.in_(keys[i:i + 500]))))
-    fresh = [r for r in rows if (r["record_key"], r["field"], r["reason"], r["raw_record"]) not in known
-             or r["action"] != "rejected"]
+            known.update(tuple(r) for r in conn.execute(
+                sa.select(d.record_key, d.action, d.field, d.reason, d.raw_record).where(
+                    d.crm_source == first["crm_source"], d.sync_type == first["sync_type"],
+                    d.record_key.in_(keys[i:i + 500]))))
+
+    def ident(r: dict) -> tuple:
+        return r["record_key"], r["action"], r["field"], r["reason"], r["raw_record"]
+
+    fresh = [r for r in rows if ident(r) not in known]
     if fresh:
         conn.execute(dead_letters.insert(), fresh)
-    return len(rows) - len(fresh)
+    return sum(1 for r in rows if r["action"] == "rejected" and ident(r) in known)
 
 
 def dead_letter(run_id: int, crm: str, entity: str, key: Any, field: str | None, reason: str,
