@@ -55,7 +55,18 @@ FROM seq_1_to_{{n}}
 """
 
 
+def ensure_database(url: str) -> None:
+    """Create the source database if it is missing, so the generator runs on a fresh server."""
+    server = url.rsplit("/", 1)[0]
+    admin = create_engine(f"{server}/", isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        db = sa.engine.make_url(url).database
+        c.execute(sa.text(f"CREATE DATABASE IF NOT EXISTS `{db}` CHARACTER SET utf8mb4"))
+    admin.dispose()
+
+
 def generate(url: str, n: int) -> None:
+    ensure_database(url)
     engine = create_engine(url)
     with engine.begin() as c:
         c.execute(sa.text(f"DROP TABLE IF EXISTS {TABLE}"))

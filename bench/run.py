@@ -232,13 +232,6 @@ def main() -> None:
     ap.add_argument("--pg-server", default=os.environ.get("SRBENCH_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432"))
     args = ap.parse_args()
 
-    server = args.source_url.rsplit("/", 1)[0]
-    admin = sa.create_engine(f"{server}/", isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        db = sa.engine.make_url(args.source_url).database
-        c.execute(sa.text(f"CREATE DATABASE IF NOT EXISTS `{db}` CHARACTER SET utf8mb4"))
-    admin.dispose()
-
     target = PgTarget(args.pg_server) if args.target == "postgresql" else SqliteTarget()
     print(f"syncrunner bench: {args.rows:,} rows, MariaDB -> {args.target}, {args.rounds} round(s); "
           f"{platform.node()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f} at start", flush=True)
