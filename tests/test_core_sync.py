@@ -230,3 +230,65 @@ def test_an_unchanged_bad_record_re_read_is_not_a_new_failure(tmp_path, mysql_ur
     third = sync(spec, mysql_url, target_url)
     assert (third.status, third.stats.failed, third.stats.known_bad) == ("partial", 1, 0)
     assert rows(target_url, "SELECT COUNT(*) FROM sync_dead_letters WHERE action = 'rejected'")[0][0] == 2
+
+
+class FailingSource:
+    """The real SQL source, failing when asked for chunk `fail_at` (a source dying mid-run while
+    the previous chunk is still being written on the write-ahead thread)."""
+
+    def __init__(self, spec_path, source_url, fail_at: int):
+        from syncrunner.adapters.sources.sql import SqlSource
+        from syncrunner.spec import load_spec
+        self.inner = SqlSource(load_spec(spec_path, {"ITEM_DB_URL": source_url}))
+        self.metrics = self.inner.metrics
+        self.fail_at = fail_at
+
+    def chunks(self, window, position, limit):
+        for no, chunk in enumerate(self.inner.chunks(window, position, limit), start=1):
+            if no == self.fail_at:
+                raise ConnectionError(f"source lost at chunk {no}")
+            yield chunk
+
+    def count(self, window):
+        return None
+
+    def close(self):
+        self.inner.close()
+
+
+def test_source_failing_while_a_chunk_is_being_written_keeps_that_chunk_and_resumes(
+        tmp_path, mysql_url, target_url):
+    make_source(mysql_url, 5000, same_ts=True)
+    spec = write_spec(tmp_path, chunk_size=1000)
+    first = sync(spec, mysql_url, target_url, source=FailingSource(spec, mysql_url, fail_at=4))
+    assert first.status == "failed" and "source lost at chunk 4" in first.error
+    h = history(target_url)[-1]
+    # chunk 3 was in flight when chunk 4's fetch failed: it committed, and the run's record says so
+    assert (h.status, h.records_processed, h.records_created) == ("failed", 3000, 3000)
+    assert rows(target_url, "SELECT COUNT(*) FROM items")[0][0] == 3000
+    second = sync(spec, mysql_url, target_url)
+    assert second.window.resume_run == first.run_id
+    assert (second.status, second.stats.fetched, second.stats.created) == ("success", 2000, 2000)
+    assert _target_rows(target_url) == _source_rows(mysql_url)
+
+
+@pytest.mark.parametrize("write_ahead", [True, False])
+def test_write_ahead_on_or_off_gives_the_same_rows_counts_and_checkpoints(
+        tmp_path, mysql_url, pg_url, write_ahead):
+    make_source(mysql_url, 3500)
+    spec = write_spec(tmp_path, chunk_size=1000)
+    seen = []
+
+    class Watch:
+        def started(self, *a): pass
+        def finished(self, *a): pass
+
+        def chunk_done(self, spec, chunk_no, stats):  # the checkpoint is committed when we hear of it
+            seen.append((chunk_no, stats.fetched,
+                         rows(pg_url, "SELECT COUNT(*) FROM items")[0][0],
+                         json.loads(json.dumps(history(pg_url)[-1].checkpoint))["chunks"]))
+
+    result = sync(spec, mysql_url, pg_url, observers=[Watch()], write_ahead=write_ahead)
+    assert result.status == "success" and result.stats.created == 3500
+    assert seen == [(1, 1000, 1000, 1), (2, 2000, 2000, 2), (3, 3000, 3000, 3), (4, 3500, 3500, 4)]
+    assert _target_rows(pg_url) == _source_rows(mysql_url)

@@ -25,6 +25,7 @@ from .deletes import DeleteSweep
 from .heartbeat import Heartbeat
 from .locks import LockBusy, LockLost, RunGuard, slot_wait_from_env
 from .mapping import Mapper, make_getter
+from .pipeline import WriteAhead, short_switch_interval
 from .signals import StopRequest
 from .stats import Stats
 from .strategy import RunOptions, Window, check_options, decide, format_watermark, parse_watermark
@@ -40,6 +41,11 @@ def target_retry_seconds() -> float:
     """How long a chunk keeps retrying while the target is unreachable (SYNCRUNNER_TARGET_RETRY_SECONDS)."""
     value = os.environ.get("SYNCRUNNER_TARGET_RETRY_SECONDS", "").strip()
     return float(value) if value else DEFAULT_TARGET_RETRY_SECONDS
+
+
+def write_ahead_from_env() -> bool:
+    """SYNCRUNNER_WRITE_AHEAD=0 writes each chunk before reading the next (no writer thread)."""
+    return os.environ.get("SYNCRUNNER_WRITE_AHEAD", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 @dataclass
@@ -81,7 +87,8 @@ class SyncRun:
     def __init__(self, spec: Spec, opts: RunOptions, target_url: str, *,
                  observers: list[Observer] | None = None, source: Source | None = None,
                  count_total: bool = False, heartbeat_seconds: float | None = None,
-                 max_concurrent: int | None = None, handle_signals: bool = True):
+                 max_concurrent: int | None = None, handle_signals: bool = True,
+                 write_ahead: bool | None = None):
         check_options(opts, spec.source.timezone)
         self.spec = spec
         self.opts = opts
@@ -100,6 +107,7 @@ class SyncRun:
         self.handle_signals = handle_signals
         self.stop = StopRequest()
         self.guard: RunGuard | None = None
+        self.write_ahead = write_ahead_from_env() if write_ahead is None else write_ahead
 
     # -- public ----------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -111,7 +119,7 @@ class SyncRun:
         self.source = self.source or make_source(spec)
         engine = shared_target_engine(self.target_url)
         try:
-            with bulk_gc():
+            with bulk_gc(), short_switch_interval():
                 if opts.dry_run:
                     return self._dry_run(engine, started)
                 return self._guarded_run(engine, started)
@@ -209,6 +217,7 @@ class SyncRun:
         window = None
         watermark: Any = None
         beat: Heartbeat | None = None
+        pipe = WriteAhead(enabled=self.write_ahead)
         try:
             self._prepare_target(engine, conn, writer)
             with conn.begin():
@@ -225,14 +234,13 @@ class SyncRun:
             chunk_no = 0
             for chunk in self.source.chunks(window, window.position, opts.max_records):
                 chunk_no += 1
-                rows, dead, cs = self._process(chunk, run_id)
-                self.stats, watermark = self._commit_chunk(conn, writer, deletes, run_id, window, chunk,
-                                                           rows, dead, cs, watermark)
-                # committed: data, dead letters, staged keys and checkpoint together
-                for obs in self.observers:
-                    obs.chunk_done(spec, chunk_no, self.stats)
-                if self.stop.requested:
-                    raise Interrupted(self.stop.requested)
+                rows, dead, cs = self._process(chunk, run_id)  # overlaps the previous chunk's write
+                if pipe.busy:
+                    watermark = self._settle(pipe, chunk_no - 1)
+                pipe.submit(self._commit_chunk, conn, writer, deletes, run_id, window, chunk,
+                            rows, dead, cs, watermark)
+            if pipe.busy:
+                watermark = self._settle(pipe, chunk_no)
             status = "partial" if self.stats.failed else "success"
             watermark = self._final_watermark(window, watermark)
             beat.stop()
@@ -242,6 +250,11 @@ class SyncRun:
                      self.stats.failed, self.stats.unchanged, self.stats.stale, result.seconds)
             return result
         except BaseException as e:  # noqa: BLE001 - every way out must leave SyncHistory consistent
+            if pipe.busy:  # the connection is the writer's until its chunk is done
+                try:
+                    self.stats, watermark = pipe.collect()
+                except BaseException as write_error:  # noqa: BLE001 - the first error is the one reported
+                    log.debug("%s: the in-flight chunk write failed too: %s", spec.name, redact(write_error))
             message = f"interrupted ({e.args[0] if e.args else 'signal'})" \
                 if isinstance(e, (KeyboardInterrupt, Interrupted)) else \
                 redact(f"{type(e).__name__}: {e}")
@@ -263,12 +276,23 @@ class SyncRun:
                 raise
             return result
         finally:
+            pipe.close()
             if beat is not None:
                 beat.stop()
             if not conn.invalidated and conn.in_transaction():
                 conn.rollback()
             writer.close(conn)
             conn.close()
+
+    def _settle(self, pipe: WriteAhead, chunk_no: int) -> Any:
+        """Take the in-flight chunk's committed result (data, dead letters, staged keys and
+        checkpoint landed together); returns the watermark after it."""
+        self.stats, watermark = pipe.collect()
+        for obs in self.observers:
+            obs.chunk_done(self.spec, chunk_no, self.stats)
+        if self.stop.requested:
+            raise Interrupted(self.stop.requested)
+        return watermark
 
     def _commit_chunk(self, conn: sa.Connection, writer: Writer, deletes: DeleteSweep, run_id: int,
                       window: Window, chunk: Chunk, rows: list[dict], dead: list[dict], cs: Stats,
