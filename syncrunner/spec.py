@@ -85,6 +85,7 @@ class TargetSpec:
     table: str
     key: list[str]
     batch_size: int
+    fingerprint: bool = True
 
 
 @dataclass
@@ -302,7 +303,8 @@ def _build(data: dict, fname: str, text: str) -> Spec:
             kind=src["kind"], key=_as_list(src["key"]), cursor=src.get("cursor"),
             timezone=src.get("timezone", "UTC"), chunk_size=int(src.get("chunk_size", 1000)),
             null_cursor=src.get("null_cursor", "include"), options=src),
-        target=TargetSpec(table=tgt["table"], key=_as_list(tgt["key"]), batch_size=int(tgt.get("batch_size", 500))),
+        target=TargetSpec(table=tgt["table"], key=_as_list(tgt["key"]), batch_size=int(tgt.get("batch_size", 500)),
+                            fingerprint=bool(tgt.get("fingerprint", True))),
         fields=fields,
         rules=[Rule(r["rule"], r["message"]) for r in data.get("validate", [])],
         deletes=dspec,

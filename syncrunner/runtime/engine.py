@@ -24,6 +24,7 @@ from .coerce import DataError
 from .deletes import DeleteSweep
 from .heartbeat import Heartbeat
 from .locks import LockBusy, LockLost, RunGuard, slot_wait_from_env
+from .fingerprint import FP_COLUMN, Fingerprinter, StoredFingerprints, uses_fingerprints
 from .mapping import Mapper, make_getter
 from .pipeline import WriteAhead, short_switch_interval
 from .signals import StopRequest
@@ -108,6 +109,12 @@ class SyncRun:
         self.stop = StopRequest()
         self.guard: RunGuard | None = None
         self.write_ahead = write_ahead_from_env() if write_ahead is None else write_ahead
+        self.fingerprinter = Fingerprinter(spec, skip_validation=opts.skip_validation) \
+            if uses_fingerprints(spec) else None
+        self.project = self.mapper.project(list(spec.target.key) + ([self.cursor_field] if self.cursor_field else [])) \
+            if self.fingerprinter else None
+        self.stored: StoredFingerprints | None = None  # set by a real run (not --force)
+        self.in_flight: set[tuple] = set()  # keys of the chunk being written: never skipped
 
     # -- public ----------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -136,7 +143,7 @@ class SyncRun:
         watermark = None
         for chunk in self.source.chunks(window, window.position, self.opts.max_records):
             chunk_no += 1
-            rows, dead, cs = self._process(chunk, run_id=0)
+            rows, dead, cs, _ = self._process(chunk, run_id=0)
             self.stats.add(cs)
             watermark = self._max_cursor(rows, watermark)
             for obs in self.observers:
@@ -221,6 +228,10 @@ class SyncRun:
         try:
             self._prepare_target(engine, conn, writer)
             with conn.begin():
+                if self.fingerprinter is not None and not opts.force:
+                    self.stored = StoredFingerprints(engine, writer.table, list(spec.target.key),
+                                                     self.cursor_field, writer.table.c.get("deleted_at"))
+                    self.stored.begin(conn)
                 window = decide(spec, opts, conn)
                 run_id = history.start_run(conn, spec.crm, spec.entity, self._configuration(window))
                 deletes.begin(conn, window, opts, run_id)
@@ -234,11 +245,12 @@ class SyncRun:
             chunk_no = 0
             for chunk in self.source.chunks(window, window.position, opts.max_records):
                 chunk_no += 1
-                rows, dead, cs = self._process(chunk, run_id)  # overlaps the previous chunk's write
+                rows, dead, cs, seen = self._process(chunk, run_id)  # overlaps the previous chunk's write
                 if pipe.busy:
                     watermark = self._settle(pipe, chunk_no - 1)
+                self.in_flight = {tuple(r[k] for k in spec.target.key) for r in rows}
                 pipe.submit(self._commit_chunk, conn, writer, deletes, run_id, window, chunk,
-                            rows, dead, cs, watermark)
+                            rows, dead, cs, watermark, seen)
             if pipe.busy:
                 watermark = self._settle(pipe, chunk_no)
             status = "partial" if self.stats.failed else "success"
@@ -296,7 +308,7 @@ class SyncRun:
 
     def _commit_chunk(self, conn: sa.Connection, writer: Writer, deletes: DeleteSweep, run_id: int,
                       window: Window, chunk: Chunk, rows: list[dict], dead: list[dict], cs: Stats,
-                      watermark: Any) -> tuple[Stats, Any]:
+                      watermark: Any, seen: list[dict] | None = None) -> tuple[Stats, Any]:
         """Write one chunk, its dead letters, its staged keys and its checkpoint in one
         transaction. If the target drops the connection (restart, failover), wait for it and write
         the chunk again: the transaction rolled back, so nothing is half-written. Returns the run's
@@ -317,13 +329,13 @@ class SyncRun:
                                                      _key_text([row.get(k) for k in spec.target.key]),
                                                      None, reason, row))
                     c.created, c.updated = res.created, res.updated
-                    c.unchanged, c.stale = res.unchanged, res.stale
+                    c.unchanged, c.stale = cs.unchanged + res.unchanged, res.stale
                     c.failed += len(res.rejected)
                     c.known_bad = history.add_dead_letters(conn, d)
                     c.failed -= c.known_bad  # already kept and counted by the run that first saw them
-                    deletes.stage(conn, rows)
+                    deletes.stage(conn, rows + (seen or []))
                     accepted = [r for r in rows if not any(r is rr for rr, _ in res.rejected)]
-                    new_watermark = self._max_cursor(accepted, watermark)
+                    new_watermark = self._max_cursor(accepted + (seen or []), watermark)
                     c.chunks = 1
                     pending = Stats(**self.stats.as_dict())
                     pending.add(c)
@@ -397,18 +409,27 @@ class SyncRun:
         return result
 
     # -- pieces ----------------------------------------------------------------------------------
-    def _process(self, chunk: Chunk, run_id: int) -> tuple[list[dict], list[dict], Stats]:
-        """Map and validate one chunk; returns (rows to write, dead letters, chunk stats)."""
+    def _process(self, chunk: Chunk, run_id: int) -> tuple[list[dict], list[dict], Stats, list[dict]]:
+        """Map and validate one chunk; returns (rows to write, dead letters, chunk stats, the key
+        and cursor of records skipped as unchanged by their fingerprint)."""
         cs = Stats(fetched=len(chunk.records))
         good: dict[tuple, dict] = {}
         dead: list[dict] = []
         key_fields = self.spec.target.key
         warnings = self.mapper.warnings  # filled by map() for values nulled by on_invalid: null
-        for rec in chunk.records:
+        fps = self.fingerprinter.of(chunk.records, getattr(chunk, "raw", None)) if self.fingerprinter else None
+        skip = self._unchanged(chunk.records, fps) if fps and self.stored and self.stored.active else {}
+        seen = list(skip.values())
+        cs.unchanged = cs.skipped = len(seen)
+        for i, rec in enumerate(chunk.records):
+            if i in skip:
+                continue
             try:
                 if isinstance(rec, BadRecord):
                     raise DataError(None, rec.reason)
                 row = self.mapper.map(rec)
+                if fps is not None:
+                    row[FP_COLUMN] = fps[i]
                 key = tuple(row[k] for k in key_fields)
                 if any(v is None for v in key):
                     raise DataError(key_fields[0], "key value is missing")
@@ -431,7 +452,27 @@ class SyncRun:
             if key in good:
                 cs.duplicates += 1
             good[key] = row
-        return list(good.values()), dead, cs
+        return list(good.values()), dead, cs, seen
+
+    def _unchanged(self, records: list[dict], fps: list[int]) -> dict[int, dict]:
+        """Index -> projected key and cursor of each record whose stored row has its fingerprint.
+        A key in the chunk still being written is never skipped: its stored row is about to change."""
+        keys = self.spec.target.key
+        candidates = []
+        for i, rec in enumerate(records):
+            if isinstance(rec, BadRecord):
+                continue
+            try:
+                p = self.project(rec)
+            except DataError:
+                continue  # the full mapping reports it
+            key = tuple(p[k] for k in keys)
+            if None not in key and key not in self.in_flight:
+                candidates.append((i, key, p))
+        stored = self.stored.fetch([key for _, key, _ in candidates])
+        cursor = self.cursor_field
+        return {i: p for i, key, p in candidates
+                if stored.get(key) == (fps[i], p[cursor] if cursor else None)}
 
     def _log_bad(self, key: str | None, field: str | None, value: Any, reason: str) -> None:
         self.logged_bad += 1
@@ -490,6 +531,7 @@ class SyncRun:
             "peak_memory_mb": round(peak_rss_mb(), 1),
             "chunks": self.stats.chunks,
             "records_unchanged": self.stats.unchanged,
+            "records_skipped_by_fingerprint": self.stats.skipped,
             "records_stale": self.stats.stale,
             "records_known_bad": self.stats.known_bad,
             "duplicates_in_chunk": self.stats.duplicates,

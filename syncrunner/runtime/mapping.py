@@ -117,13 +117,20 @@ class Mapper:
             is_string=f.type == "string", required=f.required, default=f.default,
             checks=checks, on_invalid=f.on_invalid)
 
-    def _generate(self) -> Callable[[dict], dict]:
+    def project(self, names: list[str]) -> Callable[[dict], dict]:
+        """A compiled mapping of just these fields, without record rules: e.g. a record's key and
+        cursor, to decide whether the whole record needs mapping. Values nulled by on_invalid: null
+        become None here (no warning is kept; the full mapping keeps it)."""
+        return self._generate(set(names), rules=False, warn=False)
+
+    def _generate(self, only: set[str] | None = None, *, rules: bool = True,
+                  warn: bool = True) -> Callable[[dict], dict]:
         """Compile the spec's fields into one straight-line Python function, as dataclasses and
         namedtuple do: no per-field loop, tuple unpacking or branches on flags known in advance.
         Only repr()s of field names and record keys enter the source text; functions and defaults
         are passed in by name."""
         ns: dict[str, Any] = {"DataError": DataError, "Warning_": Warning_, "mapper": self,
-                              "rules": tuple(self.rules)}
+                              "rules": tuple(self.rules) if rules else ()}
         out = ["def map_record(rec):", "    row = {}"]
 
         def emit(indent: int, line: str) -> None:
@@ -131,6 +138,8 @@ class Mapper:
 
         for i, (name, key, get, same, convert, checks, is_string, required, default,
                 null_on_invalid) in enumerate(self._plan):
+            if only is not None and name not in only:
+                continue
             ns.update({f"get{i}": get, f"convert{i}": convert, f"same{i}": same, f"default{i}": default})
             n = repr(name)
             if key is not None:
@@ -158,12 +167,13 @@ class Mapper:
                 emit(depth, f"check{i}_{j}(value)")
             emit(2, "except (ValueError, TypeError, ArithmeticError) as e:")
             if null_on_invalid:
-                emit(3, f"mapper.warnings.append(Warning_({n}, raw, str(e)))")
+                if warn:
+                    emit(3, f"mapper.warnings.append(Warning_({n}, raw, str(e)))")
                 emit(3, "value = None")
             else:
                 emit(3, f"raise DataError({n}, str(e), raw) from None")
             emit(2, f"row[{n}] = value")
-        if self.rules:
+        if self.rules and rules:
             emit(1, "for rule, message in rules:")
             emit(2, "try:")
             emit(3, "ok = rule(row)")

@@ -16,6 +16,9 @@ def default_target_url() -> str:
     return os.environ.get("SYNCRUNNER_TARGET_URL") or DEFAULT_TARGET
 
 
+READ_ONLY = "sr_read_only"  # execution option: this connection only reads (see make_engine)
+
+
 def shared_target_engine(url: str) -> sa.Engine:
     return shared_engine(url, make_engine)
 
@@ -35,8 +38,10 @@ def make_engine(url: str) -> sa.Engine:
         @event.listens_for(engine, "begin")
         def _begin(conn):
             # IMMEDIATE: take the write lock up front, so concurrent runs (other entities, the
-            # heartbeat) wait for it (busy timeout) instead of failing to upgrade a read snapshot
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # heartbeat) wait for it (busy timeout) instead of failing to upgrade a read snapshot.
+            # A connection marked read_only only reads: a plain BEGIN never waits for a writer.
+            read_only = conn.get_execution_options().get(READ_ONLY, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True)

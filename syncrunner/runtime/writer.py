@@ -14,6 +14,7 @@ from ..adapters.targets.base import MergePlan, TargetDialect, dialect_for
 from ..redact import redact
 from ..spec import Spec
 from .deletes import DELETED_AT, deleted_at_column, soft_deletes
+from .fingerprint import FP_COLUMN, fingerprint_column, uses_fingerprints
 from .sqltypes import column_type, type_family
 
 log = logging.getLogger("syncrunner.writer")
@@ -42,6 +43,8 @@ def build_table(spec: Spec, metadata: sa.MetaData | None = None) -> sa.Table:
             primary_key=is_key, nullable=not (is_key or f.required), autoincrement=False))
     if soft_deletes(spec):
         cols.append(deleted_at_column())
+    if uses_fingerprints(spec):
+        cols.append(fingerprint_column())
     return sa.Table(spec.target.table, md, *cols)
 
 
@@ -109,7 +112,8 @@ class Writer:
     # -- rows ------------------------------------------------------------------------------------
     def _plan(self) -> MergePlan:
         return MergePlan(target=self.table, stage=self.stage, columns=[c.name for c in self.table.columns],
-                         keys=list(self.spec.target.key), cursor=self.spec.cursor_field, force=self.force)
+                         keys=list(self.spec.target.key), cursor=self.spec.cursor_field, force=self.force,
+                         fingerprint=FP_COLUMN if FP_COLUMN in self.table.c else None)
 
     def write(self, conn: sa.Connection, rows: list[dict]) -> WriteResult:
         """Upsert rows (inside the caller's transaction) in sub-batches of batch_size."""
@@ -159,6 +163,8 @@ class Writer:
         result.updated += updated
         result.stale += stale
         result.unchanged += len(batch) - created - updated - stale
+        if plan.fingerprint and created + updated + stale < len(batch):
+            self.dialect.refresh_fingerprints(conn, plan)
 
 
 def _short(e: BaseException) -> str:

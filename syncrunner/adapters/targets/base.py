@@ -20,6 +20,12 @@ class MergePlan:
     keys: list[str]
     cursor: str | None      # target column compared to keep newer stored rows
     force: bool
+    fingerprint: str | None = None  # bookkeeping column: written, never compared
+
+    @property
+    def compare(self) -> list[str]:
+        """The columns whose difference makes a stored row out of date."""
+        return [c for c in self.columns if c not in self.keys and c != self.fingerprint]
 
 
 class TargetDialect:
@@ -94,11 +100,21 @@ class TargetDialect:
         cols = ", ".join(q(c) for c in plan.columns)
         keys = ", ".join(q(k) for k in plan.keys)
         rest = [c for c in plan.columns if c not in plan.keys]
-        if not rest:
+        if not plan.compare:
             return cols, f"ON CONFLICT ({keys}) DO NOTHING"
         sets = ", ".join(f"{q(c)} = {excluded}.{q(c)}" for c in rest)
         return cols, (f"ON CONFLICT ({keys}) DO UPDATE SET {sets} WHERE {self.newer(t, excluded, plan)} "
-                      f"AND ({self.differs(t, excluded, rest)})")
+                      f"AND ({self.differs(t, excluded, plan.compare)})")
+
+    def refresh_fingerprints(self, conn: sa.Connection, plan: MergePlan) -> None:
+        """Stored rows equal to their staged row were not updated; they take the staged
+        fingerprint, so the next read of the same source row is skipped."""
+        t, s, fp = self.q(plan.target.name), self.q(plan.stage.name), self.q(plan.fingerprint)
+        conn.execute(sa.text(f"UPDATE {t} SET {fp} = {s}.{fp} FROM {s} WHERE {self._refreshable(t, s, plan)}"))
+
+    def _refreshable(self, t: str, s: str, plan: MergePlan) -> str:
+        same = f" AND NOT ({self.differs(t, s, plan.compare)})" if plan.compare else ""
+        return f"{self.join_on(t, s, plan.keys)}{same} AND ({self.differs(t, s, [plan.fingerprint])})"
 
     def stale_count(self, conn: sa.Connection, plan: MergePlan) -> int:
         """Incoming rows older than the stored ones: kept as stored, counted apart."""

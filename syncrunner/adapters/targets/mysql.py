@@ -20,10 +20,10 @@ class MysqlTarget(TargetDialect):
         cols = ", ".join(q(c) for c in plan.columns)
         rest = [c for c in plan.columns if c not in plan.keys]
         updated = 0
-        if rest:
+        if plan.compare:
             sets = ", ".join(f"{t}.{q(c)} = {s}.{q(c)}" for c in rest)
             sql = (f"UPDATE {t} JOIN {s} ON {self.join_on(t, s, plan.keys)} SET {sets} "
-                   f"WHERE {self.newer(t, s, plan)} AND ({self.differs(t, s, rest)})")
+                   f"WHERE {self.newer(t, s, plan)} AND ({self.differs(t, s, plan.compare)})")
             updated = conn.execute(sa.text(sql)).rowcount
         first_key = q(plan.keys[0])
         scols = ", ".join(f"{s}.{q(c)}" for c in plan.columns)
@@ -31,3 +31,8 @@ class MysqlTarget(TargetDialect):
                f"ON {self.join_on(s, t, plan.keys)} WHERE {t}.{first_key} IS NULL")
         created = conn.execute(sa.text(sql)).rowcount
         return created, updated
+
+    def refresh_fingerprints(self, conn: sa.Connection, plan: MergePlan) -> None:
+        t, s, fp = self.q(plan.target.name), self.q(plan.stage.name), self.q(plan.fingerprint)
+        conn.execute(sa.text(f"UPDATE {t} JOIN {s} ON {self.join_on(t, s, plan.keys)} SET {t}.{fp} = {s}.{fp} "
+                             f"WHERE {self._refreshable(t, s, plan)}"))

@@ -1,0 +1,88 @@
+"""Row fingerprints: a record read again exactly as it was when its row was written is not mapped,
+validated or written again.
+
+Each row of an SQL source gets a 64-bit keyed BLAKE2b hash of the source row as read (the packed
+JSON text when the source reads packed rows, else the repr of its values), keyed by the spec's
+digest, the syncrunner version and the run's validation flag: editing the spec or upgrading
+changes every fingerprint, so the next run maps everything once. The hash is stored with the row
+in `_sr_fingerprint`. Per chunk, the records' target keys (a compiled projection of just the key
+and cursor fields) are looked up; a record whose stored fingerprint equals its own is counted
+unchanged and skipped, its key still counted as seen by a delete sweep and its cursor still moving
+the watermark. A stored row whose cursor differs from the record's (edited in the target) does not
+match either. Everything else takes the normal path: map, validate, upsert (which compares
+columns), so a wrong match could only come from a 64-bit hash collision.
+
+The upsert never counts a fingerprint-only difference as an update: after it, rows whose columns
+all equal the incoming ones just take the new fingerprint (TargetDialect.refresh_fingerprints)."""
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Iterable
+
+import sqlalchemy as sa
+
+from .. import __version__
+from ..spec import Spec
+from .target import READ_ONLY
+
+FP_COLUMN = "_sr_fingerprint"
+LOOKUP_SLICE = 2000  # keys per lookup statement (SQLite's bind-parameter limit, plan caching)
+
+
+def uses_fingerprints(spec: Spec) -> bool:
+    return spec.source.kind == "sql" and spec.target.fingerprint
+
+
+def fingerprint_column() -> sa.Column:
+    return sa.Column(FP_COLUMN, sa.BigInteger, nullable=True)
+
+
+class Fingerprinter:
+    def __init__(self, spec: Spec, *, skip_validation: bool):
+        salt = f"{__version__}|{spec.digest}|{'novalidate' if skip_validation else 'validate'}"
+        self.key = hashlib.sha256(salt.encode()).digest()
+
+    def of(self, records: list[dict], raw: list[str] | None) -> list[int]:
+        texts: Iterable[str] = raw if raw is not None else (repr(tuple(r.values())) for r in records)
+        b2, key, from_bytes = hashlib.blake2b, self.key, int.from_bytes
+        return [from_bytes(b2(t.encode(), digest_size=8, key=key).digest(), "big", signed=True)
+                for t in texts]
+
+
+class StoredFingerprints:
+    """Reads the fingerprints of stored rows by target key, on a connection of its own (the run's
+    connection may be busy writing the previous chunk), one short read transaction per chunk so
+    every lookup sees what has been committed."""
+
+    def __init__(self, engine: sa.Engine, table: sa.Table, keys: list[str], cursor: str | None,
+                 live_only: sa.Column | None):
+        self.engine = engine
+        self.keys = [table.c[k] for k in keys]
+        self.fp = table.c[FP_COLUMN]
+        self.cursor = table.c[cursor] if cursor else sa.null()
+        self.table = table
+        self.live_only = live_only  # soft deletes: a deleted row must be written to come back
+        self.active = False
+
+    def begin(self, conn: sa.Connection) -> None:
+        """Only a table that already holds rows can hold a match (a first load skips the lookups)."""
+        self.active = conn.execute(sa.select(self.fp).limit(1)).first() is not None
+
+    def fetch(self, keys: list[tuple]) -> dict[tuple, tuple[int, Any]]:
+        """Key -> (fingerprint, cursor) of the stored rows: a row whose cursor was changed in the
+        target (edited there) does not match, so the normal path counts it stale or restores it."""
+        found: dict[tuple, Any] = {}
+        if not self.active or not keys:
+            return found
+        single = len(self.keys) == 1
+        with self.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
+            for i in range(0, len(keys), LOOKUP_SLICE):
+                part = keys[i:i + LOOKUP_SLICE]
+                cond = self.keys[0].in_([k[0] for k in part]) if single else sa.tuple_(*self.keys).in_(part)
+                q = sa.select(*self.keys, self.fp, self.cursor).where(cond, self.fp.is_not(None))
+                if self.live_only is not None:
+                    q = q.where(self.live_only.is_(None))
+                for row in conn.execute(q):
+                    found[tuple(row[:-2])] = (row[-2], row[-1])
+            conn.rollback()
+        return found

@@ -1,0 +1,108 @@
+"""Row fingerprints (target.fingerprint): a record re-read unchanged is skipped before mapping, and
+every way a stored row can be out of date still takes the normal path. Real MariaDB source, each
+real target."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from tests.helpers import BASE_TS, history, item, make_source, rows, sync, write_spec
+from tests.test_deletes import SOFT, _deleted, _delete_upstream
+
+
+def _metrics(url) -> dict:
+    m = history(url)[-1].performance_metrics
+    return json.loads(m) if isinstance(m, str) else m
+
+
+def _counts(result) -> tuple:
+    s = result.stats
+    return s.created, s.updated, s.unchanged, s.skipped
+
+
+def _target(url) -> list[tuple]:
+    return [tuple(r) for r in rows(url, "SELECT id, name, amount, updated_at FROM items ORDER BY id")]
+
+
+def test_unchanged_rows_are_skipped_changed_ones_written_and_the_watermark_kept(
+        tmp_path, mysql_url, target_url):
+    src = make_source(mysql_url, 2500)
+    spec = write_spec(tmp_path, chunk_size=1000)
+    first = sync(spec, mysql_url, target_url)
+    assert _counts(first) == (2500, 0, 0, 0)
+    assert rows(target_url, "SELECT COUNT(*) FROM items WHERE _sr_fingerprint IS NULL")[0][0] == 0
+
+    again = sync(spec, mysql_url, target_url, full=True)
+    assert _counts(again) == (0, 0, 2500, 2500)
+    assert _metrics(target_url)["records_skipped_by_fingerprint"] == 2500
+    h = history(target_url)
+    assert h[-1].watermark == h[0].watermark  # skipped rows still carry the cursor forward
+
+    # three rows change in place (same cursor: a source that forgets to bump it), one is new
+    with src.begin() as c:
+        c.execute(item.update().where(item.c.id.in_([5, 1500, 2400])).values(name="renamed"))
+        c.execute(item.insert(), [dict(id=9999, name="new", email="n@example.com", amount=1,
+                                       seen_on="2025-01-02", updated_at=BASE_TS + dt.timedelta(minutes=10))])
+    before = _target(target_url)
+    full = sync(spec, mysql_url, target_url, full=True)
+    assert _counts(full) == (1, 3, 2497, 2497)
+    after = dict((r[0], r) for r in _target(target_url))
+    assert [after[i][1] for i in (5, 1500, 2400, 9999)] == ["renamed", "renamed", "renamed", "new"]
+    assert sum(1 for r in before if after[r[0]] != r) == 3
+
+
+def test_a_spec_edit_maps_everything_once_counts_equal_rows_unchanged_then_skips_again(
+        tmp_path, mysql_url, target_url):
+    make_source(mysql_url, 1200)
+    spec = write_spec(tmp_path, chunk_size=500)
+    sync(spec, mysql_url, target_url)
+    spec.write_text(spec.read_text() + "# a comment changes the spec's digest\n")
+    edited = sync(spec, mysql_url, target_url, full=True)
+    # every fingerprint is stale, so every record is mapped; none differs, so none is an update
+    assert _counts(edited) == (0, 0, 1200, 0)
+    assert sync(spec, mysql_url, target_url, full=True).stats.skipped == 1200
+
+
+def test_force_and_rows_edited_in_the_target_bypass_fingerprints(tmp_path, mysql_url, target_url):
+    from syncrunner.dburl import create_engine
+    import sqlalchemy as sa
+    make_source(mysql_url, 300)
+    spec = write_spec(tmp_path)
+    sync(spec, mysql_url, target_url)
+    forced = sync(spec, mysql_url, target_url, full=True, force=True)
+    assert _counts(forced) == (0, 0, 300, 0)
+    engine = create_engine(target_url)
+    with engine.begin() as c:  # an edit in the target that moves the cursor: no longer a match
+        c.execute(sa.text("UPDATE items SET name = 'local', updated_at = :t WHERE id = 7"),
+                  {"t": dt.datetime(2030, 1, 1)})
+    engine.dispose()
+    full = sync(spec, mysql_url, target_url, full=True)
+    assert (full.stats.stale, full.stats.skipped) == (1, 299)
+
+
+def test_a_soft_deleted_row_back_upstream_unchanged_is_restored_and_sweeps_see_skipped_rows(
+        tmp_path, mysql_url, target_url):
+    src = make_source(mysql_url, 400)
+    spec = write_spec(tmp_path, extra=SOFT)
+    sync(spec, mysql_url, target_url)
+    kept = rows(mysql_url, "SELECT * FROM item WHERE id IN (10, 11) ORDER BY id")
+    _delete_upstream(src, [10, 11])
+    swept = sync(spec, mysql_url, target_url, full=True)
+    assert swept.stats.skipped == 398  # skipped rows count as seen: only the two are swept
+    assert _deleted(target_url) == [10, 11]
+    with src.begin() as c:  # exactly as they were: same values, same cursor, same fingerprint
+        c.execute(item.insert(), [dict(r._mapping) for r in kept])
+    back = sync(spec, mysql_url, target_url, full=True)
+    assert (back.stats.updated, back.stats.skipped) == (2, 398)
+    assert _deleted(target_url) == []
+
+
+def test_fingerprint_false_adds_no_column_and_maps_every_record(tmp_path, mysql_url, pg_url):
+    make_source(mysql_url, 200)
+    spec = write_spec(tmp_path)
+    spec.write_text(spec.read_text().replace("  batch_size: 500\n", "  batch_size: 500\n  fingerprint: false\n"))
+    sync(spec, mysql_url, pg_url)
+    cols = [r[0] for r in rows(pg_url, "SELECT column_name FROM information_schema.columns "
+                                       "WHERE table_name = 'items'")]
+    assert "_sr_fingerprint" not in cols
+    assert _counts(sync(spec, mysql_url, pg_url, full=True)) == (0, 0, 200, 0)
