@@ -20,6 +20,7 @@ import hashlib
 from typing import Any, Iterable
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from .. import __version__
 from ..spec import Spec
@@ -76,9 +77,17 @@ class StoredFingerprints:
             return found
         single = len(self.keys) == 1
         with self.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
-            for i in range(0, len(keys), LOOKUP_SLICE):
-                part = keys[i:i + LOOKUP_SLICE]
-                cond = self.keys[0].in_([k[0] for k in part]) if single else sa.tuple_(*self.keys).in_(part)
+            # PostgreSQL: one `= ANY(array)` per chunk; planning a long IN list costs more
+            step = len(keys) if single and conn.dialect.name == "postgresql" else LOOKUP_SLICE
+            for i in range(0, len(keys), step):
+                part = keys[i:i + step]
+                if step != LOOKUP_SLICE:
+                    cond = self.keys[0] == sa.any_(sa.bindparam("keys", [k[0] for k in part],
+                                                                type_=ARRAY(self.keys[0].type)))
+                elif single:
+                    cond = self.keys[0].in_([k[0] for k in part])
+                else:
+                    cond = sa.tuple_(*self.keys).in_(part)
                 q = sa.select(*self.keys, self.fp, self.cursor).where(cond, self.fp.is_not(None))
                 if self.live_only is not None:
                     q = q.where(self.live_only.is_(None))
