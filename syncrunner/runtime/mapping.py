@@ -7,10 +7,12 @@ tests and and/or/not are evaluated as Python closures instead of building a Jinj
 record (anything else still goes through Jinja)."""
 from __future__ import annotations
 
+import datetime as dt
 import operator
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
+from zoneinfo import ZoneInfo
 
 import jinja2
 import jmespath
@@ -60,8 +62,20 @@ class CompiledField:
     is_string: bool
     required: bool
     default: Any
-    checks: list[Callable[[Any], None]]
+    checks: list["Check"]
     on_invalid: str
+
+
+@dataclass(frozen=True)
+class InlineCheck:
+    """A field check the compiled mapping writes inline: `ok` is a Python expression over `value`
+    and `limit`; `reason(value)` builds the message only when it fails."""
+    ok: str
+    limit: Any
+    reason: Callable[[Any], str]
+
+
+Check = Callable[[Any], None] | InlineCheck
 
 
 @dataclass
@@ -82,6 +96,8 @@ class Mapper:
         self.rules = [] if self.skip_validation else [
             (fast_rule(r.rule, names) or _keywords(compile_expression(r.rule)), r.message)
             for r in self.spec.rules]
+        self._types = {cf.name: self.spec.fields[cf.name].type for cf in self.fields}
+        self._tz = ZoneInfo(tz)
         self._plan = [(cf.name, _plain_name(self.spec.fields[cf.name]), cf.get,
                        _SAME_TYPE.get(self.spec.fields[cf.name].type), cf.convert, tuple(cf.checks),
                        cf.is_string, cf.required, cf.default, cf.on_invalid == "null" and not cf.required)
@@ -105,12 +121,12 @@ class Mapper:
                 checks.append(_rule_check(lambda v, r=rx: bool(r.fullmatch(str(v))),
                                           lambda v, r=rx: f"{v!r} does not match {r.pattern!r}"))
             if f.min is not None:
-                checks.append(_rule_check(lambda v, m=f.min: v >= m, lambda v, m=f.min: f"{v!r} is below the minimum {m}"))
+                checks.append(InlineCheck("value >= limit", f.min, lambda v, m=f.min: f"{v!r} is below the minimum {m}"))
             if f.max is not None:
-                checks.append(_rule_check(lambda v, m=f.max: v <= m, lambda v, m=f.max: f"{v!r} is above the maximum {m}"))
+                checks.append(InlineCheck("value <= limit", f.max, lambda v, m=f.max: f"{v!r} is above the maximum {m}"))
             if f.max_length is not None:
-                checks.append(_rule_check(lambda v, m=f.max_length: len(v if isinstance(v, str) else str(v)) <= m,
-                                          lambda v, m=f.max_length: f"longer than {m} characters"))
+                checks.append(InlineCheck("len(value if value.__class__ is str else str(value)) <= limit",
+                                          f.max_length, lambda v, m=f.max_length: f"longer than {m} characters"))
         return CompiledField(
             name=f.name, get=get,
             convert=coerce.coercer(f.type, tz=tz, precision=f.precision, scale=f.scale),
@@ -130,7 +146,8 @@ class Mapper:
         Only repr()s of field names and record keys enter the source text; functions and defaults
         are passed in by name."""
         ns: dict[str, Any] = {"DataError": DataError, "Warning_": Warning_, "mapper": self,
-                              "rules": tuple(self.rules) if rules else ()}
+                              "rules": tuple(self.rules) if rules else (), "datetime": dt.datetime,
+                              "UTC": dt.timezone.utc, "TZ": self._tz}
         out = ["def map_record(rec):", "    row = {}"]
 
         def emit(indent: int, line: str) -> None:
@@ -156,15 +173,30 @@ class Mapper:
             emit(2, f"raise DataError({n}, 'required value is missing', raw)" if required else f"row[{n}] = None")
             emit(1, "else:")
             emit(2, "try:")
-            emit(3, f"value = raw if raw.__class__ is same{i} else convert{i}(raw)" if same is not None
-                 else f"value = convert{i}(raw)")
+            kind = self._types[name]
+            if kind == "datetime":  # the common naive source timestamp, as coerce.make_datetime does it
+                emit(3, f"value = raw.replace(tzinfo=TZ).astimezone(UTC) if raw.__class__ is datetime "
+                        f"and raw.tzinfo is None else convert{i}(raw)")
+            elif kind == "boolean":  # 0/1 from a TINYINT, as coerce.to_boolean does it
+                emit(3, f"value = raw if raw.__class__ is bool else (raw == 1) if raw.__class__ is int "
+                        f"and (raw == 0 or raw == 1) else convert{i}(raw)")
+            elif same is not None:
+                emit(3, f"value = raw if raw.__class__ is same{i} else convert{i}(raw)")
+            else:
+                emit(3, f"value = convert{i}(raw)")
             depth = 3
             if is_string and checks:  # checks judge present values: an empty string has none
                 emit(3, "if value != '':")
                 depth = 4
             for j, check in enumerate(checks):
-                ns[f"check{i}_{j}"] = check
-                emit(depth, f"check{i}_{j}(value)")
+                if isinstance(check, InlineCheck):
+                    ns[f"limit{i}_{j}"], ns[f"reason{i}_{j}"] = check.limit, check.reason
+                    ok = check.ok.replace("limit", f"limit{i}_{j}")
+                    emit(depth, f"if not ({ok}):")
+                    emit(depth + 1, f"raise ValueError(reason{i}_{j}(value))")
+                else:
+                    ns[f"check{i}_{j}"] = check
+                    emit(depth, f"check{i}_{j}(value)")
             emit(2, "except (ValueError, TypeError, ArithmeticError) as e:")
             if null_on_invalid:
                 if warn:
