@@ -248,7 +248,8 @@ class SyncRun:
                 rows, dead, cs, seen = self._process(chunk, run_id)  # overlaps the previous chunk's write
                 if pipe.busy:
                     watermark = self._settle(pipe, chunk_no - 1)
-                self.in_flight = {tuple(r[k] for k in spec.target.key) for r in rows}
+                if self.stored is not None and self.stored.active:
+                    self.in_flight = {tuple(r[k] for k in spec.target.key) for r in rows}
                 pipe.submit(self._commit_chunk, conn, writer, deletes, run_id, window, chunk,
                             rows, dead, cs, watermark, seen)
             if pipe.busy:
