@@ -10,8 +10,9 @@ whose cursor is NULL are fetched afterwards, by key, on unwindowed runs (null_cu
 Packed rows (MySQL/MariaDB through PyMySQL): PyMySQL parses every field of every row in Python. When
 every output column is of a type whose JSON rendering reads back exactly as PyMySQL's own value
 (integers, DECIMAL, DATETIME, TIMESTAMP, DATE, non-binary text), the query asks for one
-`JSON_ARRAY(...)` per row instead and the C json decoder splits it: the same records for ~45% less
-CPU on the bench table (10.7 -> 6.0 us/row). The column types are probed once per source with
+`JSON_ARRAY(...)` per row instead and the C json decoder splits it: the same records for ~40% less
+client CPU on the bench table (10.6 -> 6.2 us/row), while the server spends ~3 us/row more building
+the JSON (2.4 -> 5.4), so the sum still drops. The column types are probed once per source with
 LIMIT 0; any other type (FLOAT, DOUBLE, binary strings, BIT, TIME, YEAR, MySQL's JSON...) reads the
 whole query plainly, and the run's metrics say why (`packed_off`) or how many rows were packed
 (`packed_rows`). SYNCRUNNER_SQL_PACKED=0 forces plain reads."""
