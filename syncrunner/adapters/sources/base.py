@@ -12,6 +12,7 @@ from ...spec import Spec
 class Chunk:
     records: list[dict]
     position: dict            # JSON-safe: where the next chunk starts (stored in the checkpoint)
+    raw: list[str] | None = None  # each record's JSON text as the source sent it, when that was free
 
 
 class BadRecord(dict):

@@ -5,10 +5,26 @@ applied on its output columns, every value a bind parameter:
     ORDER BY cursor, key LIMIT :n
 
 Keyset (never OFFSET) neither skips nor repeats rows when thousands share one cursor value. Rows
-whose cursor is NULL are fetched afterwards, by key, on unwindowed runs (null_cursor: include)."""
+whose cursor is NULL are fetched afterwards, by key, on unwindowed runs (null_cursor: include).
+
+Packed rows (MySQL/MariaDB through PyMySQL): PyMySQL parses every field of every row in Python. When
+every output column is of a type whose JSON rendering reads back exactly as PyMySQL's own value
+(integers, DECIMAL, DATETIME, TIMESTAMP, DATE, non-binary text), the query asks for one
+`JSON_ARRAY(...)` per row instead and the C json decoder splits it: the same records for ~40% less
+client CPU on the bench table (10.6 -> 6.2 us/row), while the server spends ~3 us/row more building
+the JSON (2.4 -> 5.4), so the sum still drops. The column types are probed once per source with
+LIMIT 0; any other type (FLOAT, DOUBLE, binary strings, BIT, TIME, YEAR, MySQL's JSON...) reads the
+whole query plainly, and the run's metrics say why (`packed_off`) or how many rows were packed
+(`packed_rows`). SYNCRUNNER_SQL_PACKED=0 forces plain reads."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+from dataclasses import dataclass
+from decimal import Decimal
+from itertools import repeat, starmap
+from operator import itemgetter
 from typing import Any, Callable, Iterator
 from zoneinfo import ZoneInfo
 
@@ -57,6 +73,76 @@ def driver_options(url: str) -> dict:
     return {"connect_args": {"conv": conv}}
 
 
+def packed_from_env() -> bool:
+    """SYNCRUNNER_SQL_PACKED=0 (or false/no/off) forces plain reads; packed rows are the default."""
+    return os.environ.get("SYNCRUNNER_SQL_PACKED", "").strip().lower() not in ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class Packing:
+    """How to read a query's rows as one JSON array each, and turn them back into PyMySQL's values."""
+    select: str                     # JSON_ARRAY(...) over the src columns
+    record: Callable[..., dict]     # a decoded array's items -> the record plain mode reads
+
+
+def record_maker(names: list[str], convert: dict[int, Callable[[Any], Any]]) -> Callable[..., dict]:
+    """`lambda a0, a1, ...: {'id': a0, 'starts_at': None if a1 is None else c1(a1), ...}`: a dict
+    display with constant keys, converting only the columns that need it, called by starmap. Measured
+    on the bench table: 1.3 us/row cheaper than a per-column converter loop and dict(zip(names, row)).
+    Keys are repr() literals, so any column name is safe."""
+    args = [f"a{i}" for i in range(len(names))]
+    items = [f"{name!r}: " + (f"(None if a{i} is None else c{i}(a{i}))" if i in convert else f"a{i}")
+             for i, name in enumerate(names)]
+    scope = {f"c{i}": f for i, f in convert.items()}
+    return eval(f"lambda {', '.join(args)}: {{{', '.join(items)}}}", scope)  # noqa: S307
+
+
+class PackedRowTooLarge(Exception):
+    """JSON_ARRAY is NULL (with only a warning) when a row's JSON exceeds max_allowed_packet, though
+    the plain row reads fine: the span is re-read plainly."""
+
+
+def _column_sql(field: Any, encoding: str | None, converter: Any, col: str
+                ) -> tuple[str, Callable[[Any], Any] | None] | str:
+    """A column's JSON_ARRAY argument and the converter that gives PyMySQL's value back, or why the
+    column cannot be packed. `encoding` and `converter` are what PyMySQL itself applies to the plain
+    column (its result's `converters`); each rule was checked value by value against MariaDB 10.11."""
+    from pymysql.constants import FIELD_TYPE as T
+    t = field.type_code
+    if t in (T.TINY, T.SHORT, T.INT24, T.LONG, T.LONGLONG) and converter is int:
+        # + 0: a boolean expression (a = b, IN, EXISTS, TRUE) is JSON true/false, PyMySQL's value 1/0
+        return f"{col} + 0", None
+    if t in (T.DECIMAL, T.NEWDECIMAL) and converter is Decimal:
+        # the JSON number is the decimal's text (5.50 stays 5.50); with no scale it reads as an int
+        return col, (Decimal if field.scale == 0 else None)
+    if t in (T.DATETIME, T.TIMESTAMP, T.DATE) and encoding is not None:
+        return col, converter  # the same text PyMySQL converts, zero dates included
+    text = t in (T.VARCHAR, T.VAR_STRING, T.STRING, T.TINY_BLOB, T.MEDIUM_BLOB, T.LONG_BLOB, T.BLOB)
+    if text and field.charsetnr != 63 and encoding not in (None, "ascii"):
+        # CONCAT: a JSON-typed value (MariaDB JSON column, JSON_OBJECT()) would be nested as JSON
+        return f"CONCAT({col})", converter
+    if t == T.NULL:
+        return col, None
+    kind = next((k for k, v in vars(T).items() if v == t and k.isupper()), str(t))
+    return f"column {field.name!r} is {'binary ' if text else ''}{kind}"
+
+
+def plan_packing(cursor: Any, quote: Callable[[str], str]) -> Packing | str:
+    """From a PyMySQL cursor that ran the plain query: the packed read, or why not."""
+    result = getattr(cursor, "_result", None)
+    if result is None or not hasattr(result, "converters"):
+        return "not a PyMySQL result"
+    columns, convert = [], {}
+    for i, (field, (encoding, converter)) in enumerate(zip(result.fields, result.converters)):
+        got = _column_sql(field, encoding, converter, f"src.{quote(field.name)}")
+        if isinstance(got, str):
+            return got
+        columns.append(got[0])
+        if got[1] is not None:
+            convert[i] = got[1]
+    return Packing(f"JSON_ARRAY({', '.join(columns)})", record_maker([f.name for f in result.fields], convert))
+
+
 class SqlSource:
     def __init__(self, spec: Spec, engine: sa.Engine | None = None):
         self.spec = spec
@@ -67,6 +153,7 @@ class SqlSource:
         self.q = self.engine.dialect.identifier_preparer.quote
         self.tz = ZoneInfo(self.src.timezone)
         self.metrics = SourceMetrics()
+        self._packing: dict[bool, Packing | None] = {}  # per window.bounded: the query may differ
 
     # -- SQL building ----------------------------------------------------------------------------
     def _bind_bound(self, value: Any, lower: bool) -> Any:
@@ -100,7 +187,8 @@ class SqlSource:
 
         return f"{qc[0]} >= {names[0]} AND {tail(0)}" if len(cols) > 1 else tail(0)
 
-    def build(self, window: Window, phase: str, after: list[Any] | None, limit: int | None) -> tuple[str, dict]:
+    def build(self, window: Window, phase: str, after: list[Any] | None, limit: int | None,
+              packing: Packing | None = None) -> tuple[str, dict]:
         inner = render_sql(self.src.options["query"], windowed=window.bounded).strip().rstrip(";")
         params: dict[str, Any] = {}
         where: list[str] = []
@@ -125,7 +213,7 @@ class SqlSource:
             params[WINDOW_PARAMS["until"]] = self._bind_bound(window.until, lower=False)
         if after is not None:
             where.append(self._keyset(order, after, params))
-        sql = f"SELECT * FROM ({inner}) src"
+        sql = f"SELECT {packing.select if packing else '*'} FROM ({inner}) src"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY " + ", ".join(f"src.{self.q(c)}" for c in order)
@@ -155,28 +243,35 @@ class SqlSource:
         size = self.src.chunk_size
         with self.engine.connect() as conn:
             self._prepare_streaming(conn)
+            packing = self._packed(conn, window, start_phase)
             for phase in phases[phases.index(start_phase):]:
                 order = ([self.src.cursor] if phase == PHASE_CURSOR else []) + list(self.src.key)
                 while remaining is None or remaining > 0:
                     n = max(size, STREAM_SPAN) if remaining is None else min(max(size, STREAM_SPAN), remaining)
-                    sql, params = self.build(window, phase, after, n)
+                    sql, params = self.build(window, phase, after, n, packing)
                     got = 0
+                    reread = False
                     result = conn.execution_options(stream_results=True, max_row_buffer=size).execute(
                         sa.text(sql), params)
                     self.metrics.queries += 1
                     try:
-                        names = list(result.keys())
-                        batches = self._batches(result, names, size)
+                        batches = (self._packed_batches(result, packing, size) if packing
+                                   else self._batches(result, list(result.keys()), size))
                         try:
-                            for records in batches:
+                            for records, raw in batches:
                                 got += len(records)
                                 last = records[-1]
                                 after = [last[c] for c in order]
                                 if phase == PHASE_NULL:
                                     self.metrics.null_cursor_rows += len(records)
-                                yield Chunk(records, {"phase": phase, "after": [encode(v) for v in after]})
+                                if packing:
+                                    self.metrics.extra["packed_rows"] += len(records)
+                                yield Chunk(records, {"phase": phase, "after": [encode(v) for v in after]}, raw)
                                 if remaining is not None and got >= remaining:
                                     break
+                        except PackedRowTooLarge as e:
+                            self._unpack(window, str(e))
+                            packing, reread = None, True  # from the last chunk handed out, plainly
                         finally:
                             batches.close()
                     finally:
@@ -184,19 +279,75 @@ class SqlSource:
                     conn.rollback()  # no snapshot held open across spans on the source
                     if remaining is not None:
                         remaining -= got
-                    if got == 0:
+                    if got == 0 and not reread:
                         break
                 after = None
                 if remaining is not None and remaining <= 0:
                     return
 
     @staticmethod
-    def _batches(result: sa.CursorResult, names: list[str], size: int) -> Iterator[list[dict]]:
+    def _batches(result: sa.CursorResult, names: list[str], size: int) -> Iterator[tuple[list[dict], None]]:
         """The span's rows as records, chunk_size at a time. (Decoding them on a read-ahead thread
         was measured not to pay: PyMySQL decodes in Python under the GIL, and every hand-back of the
         GIL to the writing thread waits out the switch interval.)"""
         while batch := result.fetchmany(size):
-            yield [dict(zip(names, r)) for r in batch]
+            yield [dict(zip(names, r)) for r in batch], None
+
+    @staticmethod
+    def _packed_batches(result: sa.CursorResult, packing: Packing, size: int
+                        ) -> Iterator[tuple[list[dict], list[str]]]:
+        """_batches for packed rows, with each record's JSON text. The C scanner is called directly
+        (JSONDecoder.decode adds two regex calls per row for whitespace the server never sends), all
+        in one map chain: no list of decoded arrays is kept alive for the garbage collector to walk."""
+        scan, first, zeros = json.JSONDecoder(parse_float=Decimal).scan_once, itemgetter(0), repeat(0)
+        while batch := result.fetchmany(size):
+            raw = list(map(first, batch))
+            try:
+                records = list(starmap(packing.record, map(first, map(scan, raw, zeros))))
+            except TypeError:
+                if None in raw:
+                    raise PackedRowTooLarge("a row's JSON_ARRAY exceeds max_allowed_packet") from None
+                raise
+            yield records, raw
+
+    def _packed(self, conn: sa.Connection, window: Window, phase: str) -> Packing | None:
+        """The packed read for this source's query, probed once (LIMIT 0: the server returns the
+        column types without reading rows), or None to read plainly."""
+        if window.bounded not in self._packing:
+            got = self._probe(conn, window, phase)
+            if isinstance(got, Packing):
+                self._packing[window.bounded] = got
+                self.metrics.extra.setdefault("packed_rows", 0)
+            else:
+                self._unpack(window, got)
+        return self._packing[window.bounded]
+
+    def _probe(self, conn: sa.Connection, window: Window, phase: str) -> Packing | str | None:
+        if conn.dialect.name not in ("mysql", "mariadb") or conn.dialect.driver != "pymysql":
+            return None  # other drivers convert values their own way (mysqlclient's are C already)
+        if not packed_from_env():
+            return "SYNCRUNNER_SQL_PACKED=0"
+        sql, params = self.build(window, phase, None, 0)
+        with conn.execute(sa.text(sql), params) as plain:
+            packing = plan_packing(plain.cursor, self.q)
+        if isinstance(packing, Packing):
+            sql, params = self.build(window, phase, None, 0, packing)
+            try:
+                with conn.execute(sa.text(sql), params) as packed:
+                    (encoding, _), = packed.cursor._result.converters
+            except sa.exc.DBAPIError as e:  # a server without JSON_ARRAY (MySQL < 5.7)
+                conn.rollback()
+                return redact(f"JSON_ARRAY failed: {e.orig}")[:200]
+            if encoding in (None, "ascii"):  # MariaDB, when every column is a NULL literal
+                packing = "JSON_ARRAY comes back binary"
+        conn.rollback()
+        return packing
+
+    def _unpack(self, window: Window, why: str | None) -> None:
+        """Read plainly from now on; for a MySQL source, say why in the run's metrics."""
+        self._packing[window.bounded] = None
+        if why:
+            self.metrics.extra["packed_off"] = why
 
     def _prepare_streaming(self, conn: sa.Connection) -> None:
         """MySQL drops a streaming query whose client stops reading for net_write_timeout (60 s by
