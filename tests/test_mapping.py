@@ -210,3 +210,24 @@ def test_phone_validator_accepts_extensions(value, ok):
     else:
         with pytest.raises(ValueError):
             phone(value)
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "Australia/Lord_Howe", "America/Havana", "Asia/Kolkata"])
+def test_naive_timestamps_map_to_the_same_utc_instant_on_the_day_offset_fast_path(zone, tmp_path):
+    """The compiled mapping converts naive values with a per-day offset once a day has been seen;
+    every value, around DST changes (30-minute ones and midnight ones included), must equal ZoneInfo's."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+    p = tmp_path / "s.yaml"
+    p.write_text(f"crm: t\nentity: e\nsource: {{kind: sql, url: 'sqlite:///x.db', query: SELECT 1, key: id, "
+                 f"timezone: {zone}}}\ntarget: {{table: e, key: [id]}}\n"
+                 f"fields:\n  id: {{type: integer}}\n  at: {{type: datetime}}\n")
+    mapper = Mapper(load_spec(p))
+    tz, t, fast = ZoneInfo(zone), dt.datetime(2023, 1, 1), 0
+    while t < dt.datetime(2024, 1, 1):
+        for _ in range(2):  # the first sight of a day teaches the offset, the second uses it
+            got = mapper.map({"id": 1, "at": t})["at"]
+            assert got == t.replace(tzinfo=tz).astimezone(dt.timezone.utc) and got.tzinfo is dt.timezone.utc, t
+        fast += mapper._offsets.get(t.toordinal()) is not None
+        t += dt.timedelta(minutes=37)
+    assert fast > 13000  # the fast path really ran

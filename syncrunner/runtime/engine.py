@@ -9,6 +9,8 @@ import random
 import resource
 import socket
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -114,7 +116,8 @@ class SyncRun:
         self.project = self.mapper.project(list(spec.target.key) + ([self.cursor_field] if self.cursor_field else [])) \
             if self.fingerprinter else None
         self.stored: StoredFingerprints | None = None  # set by a real run (not --force)
-        self.in_flight: set[tuple] = set()  # keys of the chunk being written: never skipped
+        self.in_flight: deque[set[tuple]] = deque(maxlen=2)  # keys of the last chunks handed to the writer
+        self.lookups: ThreadPoolExecutor | None = None
 
     # -- public ----------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -143,7 +146,7 @@ class SyncRun:
         watermark = None
         for chunk in self.source.chunks(window, window.position, self.opts.max_records):
             chunk_no += 1
-            rows, dead, cs, _ = self._process(chunk, run_id=0)
+            rows, dead, cs, _ = self._process(self._prepare(chunk), run_id=0)
             self.stats.add(cs)
             watermark = self._max_cursor(rows, watermark)
             for obs in self.observers:
@@ -243,15 +246,19 @@ class SyncRun:
                      "unknown" if total is None else f"{total:,}", window.reason)
             self._notify_started(window, total)
             chunk_no = 0
+            ahead: Prepared | None = None  # with fingerprint lookups, one chunk is read ahead: its lookup
+            # runs while the chunk before it is mapped
             for chunk in self.source.chunks(window, window.position, opts.max_records):
+                prepared = self._prepare(chunk)
+                for ready in ([ahead] if ahead is not None else []) + ([] if prepared.found else [prepared]):
+                    chunk_no += 1
+                    watermark = self._hand_over(ready, chunk_no, pipe, conn, writer, deletes, run_id,
+                                                window, watermark)
+                ahead = prepared if prepared.found else None
+            if ahead is not None:
                 chunk_no += 1
-                rows, dead, cs, seen = self._process(chunk, run_id)  # overlaps the previous chunk's write
-                if pipe.busy:
-                    watermark = self._settle(pipe, chunk_no - 1)
-                if self.stored is not None and self.stored.active:
-                    self.in_flight = {tuple(r[k] for k in spec.target.key) for r in rows}
-                pipe.submit(self._commit_chunk, conn, writer, deletes, run_id, window, chunk,
-                            rows, dead, cs, watermark, seen)
+                watermark = self._hand_over(ahead, chunk_no, pipe, conn, writer, deletes, run_id,
+                                            window, watermark)
             if pipe.busy:
                 watermark = self._settle(pipe, chunk_no)
             status = "partial" if self.stats.failed else "success"
@@ -290,12 +297,27 @@ class SyncRun:
             return result
         finally:
             pipe.close()
+            if self.lookups is not None:
+                self.lookups.shutdown(wait=True, cancel_futures=True)
             if beat is not None:
                 beat.stop()
             if not conn.invalidated and conn.in_transaction():
                 conn.rollback()
             writer.close(conn)
             conn.close()
+
+    def _hand_over(self, prepared: "Prepared", chunk_no: int, pipe: WriteAhead, conn: sa.Connection,
+                   writer: Writer, deletes: DeleteSweep, run_id: int, window: Window, watermark: Any) -> Any:
+        """Map a chunk (overlapping the previous chunk's write), then hand it to the writer once the
+        previous one has committed; returns the watermark after the last committed chunk."""
+        rows, dead, cs, seen = self._process(prepared, run_id)
+        if pipe.busy:
+            watermark = self._settle(pipe, chunk_no - 1)
+        if self.stored is not None and self.stored.active:
+            self.in_flight.append({tuple(r[k] for k in self.spec.target.key) for r in rows})
+        pipe.submit(self._commit_chunk, conn, writer, deletes, run_id, window, prepared.chunk,
+                    rows, dead, cs, watermark, seen)
+        return watermark
 
     def _settle(self, pipe: WriteAhead, chunk_no: int) -> Any:
         """Take the in-flight chunk's committed result (data, dead letters, staged keys and
@@ -410,16 +432,39 @@ class SyncRun:
         return result
 
     # -- pieces ----------------------------------------------------------------------------------
-    def _process(self, chunk: Chunk, run_id: int) -> tuple[list[dict], list[dict], Stats, list[dict]]:
+    def _prepare(self, chunk: Chunk) -> "Prepared":
+        """Fingerprint a chunk's records and start looking up their stored rows' fingerprints (on
+        the lookup thread, while the caller maps the previous chunk)."""
+        fps = self.fingerprinter.of(chunk.records, chunk.raw) if self.fingerprinter else None
+        if not (fps and self.stored and self.stored.active):
+            return Prepared(chunk, fps)
+        keys = self.spec.target.key
+        candidates = []
+        for i, rec in enumerate(chunk.records):
+            if isinstance(rec, BadRecord):
+                continue
+            try:
+                p = self.project(rec)
+            except DataError:
+                continue  # the full mapping reports it
+            key = tuple(p[k] for k in keys)
+            if None not in key:
+                candidates.append((i, key, p))
+        if self.lookups is None:
+            self.lookups = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sr-lookup")
+        found = self.lookups.submit(self.stored.fetch, [key for _, key, _ in candidates])
+        return Prepared(chunk, fps, candidates, found)
+
+    def _process(self, prepared: "Prepared", run_id: int) -> tuple[list[dict], list[dict], Stats, list[dict]]:
         """Map and validate one chunk; returns (rows to write, dead letters, chunk stats, the key
         and cursor of records skipped as unchanged by their fingerprint)."""
+        chunk, fps = prepared.chunk, prepared.fps
         cs = Stats(fetched=len(chunk.records))
         good: dict[tuple, dict] = {}
         dead: list[dict] = []
         key_fields = self.spec.target.key
         warnings = self.mapper.warnings  # filled by map() for values nulled by on_invalid: null
-        fps = self.fingerprinter.of(chunk.records, getattr(chunk, "raw", None)) if self.fingerprinter else None
-        skip = self._unchanged(chunk.records, fps) if fps and self.stored and self.stored.active else {}
+        skip = self._unchanged(prepared) if prepared.found is not None else {}
         seen = list(skip.values())
         cs.unchanged = cs.skipped = len(seen)
         for i, rec in enumerate(chunk.records):
@@ -455,25 +500,15 @@ class SyncRun:
             good[key] = row
         return list(good.values()), dead, cs, seen
 
-    def _unchanged(self, records: list[dict], fps: list[int]) -> dict[int, dict]:
+    def _unchanged(self, prepared: "Prepared") -> dict[int, dict]:
         """Index -> projected key and cursor of each record whose stored row has its fingerprint.
-        A key in the chunk still being written is never skipped: its stored row is about to change."""
-        keys = self.spec.target.key
-        candidates = []
-        for i, rec in enumerate(records):
-            if isinstance(rec, BadRecord):
-                continue
-            try:
-                p = self.project(rec)
-            except DataError:
-                continue  # the full mapping reports it
-            key = tuple(p[k] for k in keys)
-            if None not in key and key not in self.in_flight:
-                candidates.append((i, key, p))
-        stored = self.stored.fetch([key for _, key, _ in candidates])
-        cursor = self.cursor_field
-        return {i: p for i, key, p in candidates
-                if stored.get(key) == (fps[i], p[cursor] if cursor else None)}
+        A key of the two chunks handed to the writer since the lookup started is never skipped:
+        the lookup may have read its row before they committed."""
+        stored = prepared.found.result()
+        fps, cursor = prepared.fps, self.cursor_field
+        recent = set().union(*self.in_flight)
+        return {i: p for i, key, p in prepared.candidates
+                if key not in recent and stored.get(key) == (fps[i], p[cursor] if cursor else None)}
 
     def _log_bad(self, key: str | None, field: str | None, value: Any, reason: str) -> None:
         self.logged_bad += 1
@@ -548,6 +583,15 @@ class SyncRun:
     def _notify_finished(self, result: RunResult) -> None:
         for obs in self.observers:
             obs.finished(result)
+
+
+@dataclass
+class Prepared:
+    """A fetched chunk with its fingerprints and the pending lookup of its stored ones."""
+    chunk: Chunk
+    fps: list[int] | None
+    candidates: list[tuple[int, tuple, dict]] = field(default_factory=list)  # (index, key, key+cursor)
+    found: Future | None = None
 
 
 class TargetUnavailable(RuntimeError):

@@ -1,8 +1,8 @@
 """Row fingerprints: a record read again exactly as it was when its row was written is not mapped,
 validated or written again.
 
-Each row of an SQL source gets a 64-bit keyed BLAKE2b hash of the source row as read (the packed
-JSON text when the source reads packed rows, else the repr of its values), keyed by the spec's
+Each row of an SQL source gets a 64-bit hash (SHA-1, salted) of the source row as read (the packed
+JSON text when the source reads packed rows, else the repr of its values), salted with the spec's
 digest, the syncrunner version and the run's validation flag: editing the spec or upgrading
 changes every fingerprint, so the next run maps everything once. The hash is stored with the row
 in `_sr_fingerprint`. Per chunk, the records' target keys (a compiled projection of just the key
@@ -39,15 +39,18 @@ def fingerprint_column() -> sa.Column:
 
 
 class Fingerprinter:
+    """The first 64 bits of SHA-1 over a salt and the row's text. Not a defence against anyone:
+    change detection only; SHA-1 is simply the cheapest stdlib digest per call here (0.6 us against
+    keyed BLAKE2b's 1.0 on a bench row)."""
+
     def __init__(self, spec: Spec, *, skip_validation: bool):
-        salt = f"{__version__}|{spec.digest}|{'novalidate' if skip_validation else 'validate'}"
-        self.key = hashlib.sha256(salt.encode()).digest()
+        salt = f"{__version__}|{spec.digest}|{'novalidate' if skip_validation else 'validate'}|"
+        self.salt = salt
 
     def of(self, records: list[dict], raw: list[str] | None) -> list[int]:
         texts: Iterable[str] = raw if raw is not None else (repr(tuple(r.values())) for r in records)
-        b2, key, from_bytes = hashlib.blake2b, self.key, int.from_bytes
-        return [from_bytes(b2(t.encode(), digest_size=8, key=key).digest(), "big", signed=True)
-                for t in texts]
+        sha1, salt, from_bytes = hashlib.sha1, self.salt, int.from_bytes
+        return [from_bytes(sha1((salt + t).encode()).digest()[:8], "big", signed=True) for t in texts]
 
 
 class StoredFingerprints:

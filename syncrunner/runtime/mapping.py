@@ -91,13 +91,13 @@ class Mapper:
 
     def __post_init__(self) -> None:
         tz = self.spec.source.timezone
+        self._offsets = coerce.DayOffsets(ZoneInfo(tz))  # shared by every datetime field
         self.fields = [self._compile(f, tz) for f in self.spec.fields.values()]
         names = set(self.spec.fields)
         self.rules = [] if self.skip_validation else [
             (fast_rule(r.rule, names) or _keywords(compile_expression(r.rule)), r.message)
             for r in self.spec.rules]
         self._types = {cf.name: self.spec.fields[cf.name].type for cf in self.fields}
-        self._tz = ZoneInfo(tz)
         self._plan = [(cf.name, _plain_name(self.spec.fields[cf.name]), cf.get,
                        _SAME_TYPE.get(self.spec.fields[cf.name].type), cf.convert, tuple(cf.checks),
                        cf.is_string, cf.required, cf.default, cf.on_invalid == "null" and not cf.required)
@@ -129,7 +129,7 @@ class Mapper:
                                           f.max_length, lambda v, m=f.max_length: f"longer than {m} characters"))
         return CompiledField(
             name=f.name, get=get,
-            convert=coerce.coercer(f.type, tz=tz, precision=f.precision, scale=f.scale),
+            convert=coerce.coercer(f.type, tz=tz, precision=f.precision, scale=f.scale, offsets=self._offsets),
             is_string=f.type == "string", required=f.required, default=f.default,
             checks=checks, on_invalid=f.on_invalid)
 
@@ -147,7 +147,7 @@ class Mapper:
         are passed in by name."""
         ns: dict[str, Any] = {"DataError": DataError, "Warning_": Warning_, "mapper": self,
                               "rules": tuple(self.rules) if rules else (), "datetime": dt.datetime,
-                              "UTC": dt.timezone.utc, "TZ": self._tz}
+                              "UTC": dt.timezone.utc, "OFFSETS": self._offsets}
         out = ["def map_record(rec):", "    row = {}"]
 
         def emit(indent: int, line: str) -> None:
@@ -174,9 +174,10 @@ class Mapper:
             emit(1, "else:")
             emit(2, "try:")
             kind = self._types[name]
-            if kind == "datetime":  # the common naive source timestamp, as coerce.make_datetime does it
-                emit(3, f"value = raw.replace(tzinfo=TZ).astimezone(UTC) if raw.__class__ is datetime "
-                        f"and raw.tzinfo is None else convert{i}(raw)")
+            if kind == "datetime":  # a naive source timestamp on a day seen before: its offset is known
+                emit(3, "offset = OFFSETS.get(raw.toordinal()) if raw.__class__ is datetime "
+                        "and raw.tzinfo is None else None")
+                emit(3, f"value = convert{i}(raw) if offset is None else (raw - offset).replace(tzinfo=UTC)")
             elif kind == "boolean":  # 0/1 from a TINYINT, as coerce.to_boolean does it
                 emit(3, f"value = raw if raw.__class__ is bool else (raw == 1) if raw.__class__ is int "
                         f"and (raw == 0 or raw == 1) else convert{i}(raw)")
