@@ -134,7 +134,7 @@ def test_max_records_stops_at_exactly_n(tmp_path, mysql_url, target_url):
 
 
 def test_older_incoming_row_does_not_overwrite_newer_stored_one_unless_force(tmp_path, mysql_url, target_url):
-    make_source(mysql_url, 100)
+    src = make_source(mysql_url, 100)
     spec = write_spec(tmp_path)
     sync(spec, mysql_url, target_url)
     engine = create_engine(target_url)
@@ -142,6 +142,8 @@ def test_older_incoming_row_does_not_overwrite_newer_stored_one_unless_force(tmp
         c.execute(sa.text("UPDATE items SET name = 'edited locally', updated_at = :t WHERE id = 7"),
                   {"t": dt.datetime(2030, 1, 1)})
     engine.dispose()
+    with src.begin() as c:  # the source sends a changed but older version
+        c.execute(item.update().where(item.c.id == 7).values(email="seven@example.com"))
     full = sync(spec, mysql_url, target_url, full=True)
     assert (full.stats.stale, full.stats.updated, full.stats.unchanged) == (1, 0, 99)
     assert rows(target_url, "SELECT name FROM items WHERE id = 7")[0][0] == "edited locally"

@@ -63,21 +63,30 @@ def test_a_spec_edit_maps_everything_once_counts_equal_rows_unchanged_then_skips
     assert sync(spec, mysql_url, target_url, full=True).stats.skipped == 1200
 
 
-def test_force_and_rows_edited_in_the_target_bypass_fingerprints(tmp_path, mysql_url, target_url):
+def test_force_rewrites_and_a_row_edited_in_the_target_is_kept_until_its_source_changes(
+        tmp_path, mysql_url, target_url):
     from syncrunner.dburl import create_engine
     import sqlalchemy as sa
-    make_source(mysql_url, 300)
+    src = make_source(mysql_url, 300)
     spec = write_spec(tmp_path)
     sync(spec, mysql_url, target_url)
     forced = sync(spec, mysql_url, target_url, full=True, force=True)
-    assert _counts(forced) == (0, 0, 300, 0)
+    assert _counts(forced) == (0, 0, 300, 0)  # --force maps and compares every record
     engine = create_engine(target_url)
-    with engine.begin() as c:  # an edit in the target that moves the cursor: no longer a match
+    with engine.begin() as c:
         c.execute(sa.text("UPDATE items SET name = 'local', updated_at = :t WHERE id = 7"),
                   {"t": dt.datetime(2030, 1, 1)})
     engine.dispose()
     full = sync(spec, mysql_url, target_url, full=True)
-    assert (full.stats.stale, full.stats.skipped) == (1, 299)
+    assert (full.stats.skipped, full.stats.stale) == (300, 0)  # its source row did not change
+    assert rows(target_url, "SELECT name FROM items WHERE id = 7")[0][0] == "local"
+    assert history(target_url)[-1].watermark == history(target_url)[0].watermark  # the source's, not 2030
+    with src.begin() as c:  # the source row changes, still older than the edit: kept, counted stale
+        c.execute(item.update().where(item.c.id == 7).values(email="seven@example.com"))
+    again = sync(spec, mysql_url, target_url, full=True)
+    assert (again.stats.skipped, again.stats.stale) == (299, 1)
+    assert sync(spec, mysql_url, target_url, force=True, full=True).stats.updated == 1
+    assert rows(target_url, "SELECT name FROM items WHERE id = 7")[0][0] == "item 7"
 
 
 def test_a_soft_deleted_row_back_upstream_unchanged_is_restored_and_sweeps_see_skipped_rows(

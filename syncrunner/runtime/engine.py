@@ -13,7 +13,8 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from operator import itemgetter
+from typing import Any, Iterable, Protocol
 
 import sqlalchemy as sa
 
@@ -113,8 +114,10 @@ class SyncRun:
         self.write_ahead = write_ahead_from_env() if write_ahead is None else write_ahead
         self.fingerprinter = Fingerprinter(spec, skip_validation=opts.skip_validation) \
             if uses_fingerprints(spec) else None
-        self.project = self.mapper.project(list(spec.target.key) + ([self.cursor_field] if self.cursor_field else [])) \
-            if self.fingerprinter else None
+        self.project_key = self.mapper.project(list(spec.target.key)) if self.fingerprinter else None
+        self.project_cursor = self.mapper.project([self.cursor_field]) \
+            if self.fingerprinter and self.cursor_field else None
+        self._key_columns: dict[int, list[tuple[int, type]] | None] = {}
         self.stored: StoredFingerprints | None = None  # set by a real run (not --force)
         self.in_flight: deque[set[tuple]] = deque(maxlen=2)  # keys of the last chunks handed to the writer
         self.lookups: ThreadPoolExecutor | None = None
@@ -233,7 +236,7 @@ class SyncRun:
             with conn.begin():
                 if self.fingerprinter is not None and not opts.force:
                     self.stored = StoredFingerprints(engine, writer.table, list(spec.target.key),
-                                                     self.cursor_field, writer.table.c.get("deleted_at"))
+                                                     writer.table.c.get("deleted_at"))
                     self.stored.begin(conn)
                 window = decide(spec, opts, conn)
                 run_id = history.start_run(conn, spec.crm, spec.entity, self._configuration(window))
@@ -439,21 +442,57 @@ class SyncRun:
         if not (fps and self.stored and self.stored.active):
             return Prepared(chunk, fps)
         keys = self.spec.target.key
-        candidates = []
-        for i, rec in enumerate(chunk.records):
+        records = chunk.records
+        columns = self._as_read_key(chunk.as_read)
+        candidates: list[tuple[int, tuple]] = []
+        rest: Iterable[int] = range(len(records))
+        if columns is not None:  # the key as read: no record built (LazyRecords)
+            if len(columns) == 1:
+                (j, cls), = columns
+                keys_read = [(v,) for v in map(itemgetter(j), records.arrays)]
+            else:
+                keys_read = [tuple([a[j] for j, _ in columns]) for a in records.arrays]
+            rest = []
+            for i, key in enumerate(keys_read):
+                if all(v.__class__ is cls for v, (_, cls) in zip(key, columns)):
+                    candidates.append((i, key))
+                else:
+                    rest.append(i)
+        for i in rest:
+            rec = records[i]
             if isinstance(rec, BadRecord):
                 continue
             try:
-                p = self.project(rec)
+                p = self.project_key(rec)
             except DataError:
                 continue  # the full mapping reports it
             key = tuple(p[k] for k in keys)
             if None not in key:
-                candidates.append((i, key, p))
+                candidates.append((i, key))
         if self.lookups is None:
             self.lookups = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sr-lookup")
-        found = self.lookups.submit(self.stored.fetch, [key for _, key, _ in candidates])
+        found = self.lookups.submit(self.stored.fetch, [key for _, key in candidates])
         return Prepared(chunk, fps, candidates, found)
+
+    def _as_read_key(self, as_read: dict[str, int] | None) -> list[tuple[int, type]] | None:
+        """(array index, class) per target key field when each is a plain source column the
+        mapping keeps as it is (an integer or string value of that class), else None. A key read
+        this way needs no check: a record is skipped only when its whole row text hashes to the
+        fingerprint stored under that key, i.e. the stored row was written from this very row."""
+        if as_read is None:
+            return None
+        if id(as_read) not in self._key_columns:
+            cols: list[tuple[int, type]] | None = []
+            for k in self.spec.target.key:
+                f = self.spec.fields[k]
+                source = f.source_path or f.name
+                cls = {"integer": int, "string": str}.get(f.type)
+                if f.expr is not None or cls is None or source not in as_read or f.default is not None:
+                    cols = None
+                    break
+                cols.append((as_read[source], cls))
+            self._key_columns = {id(as_read): cols}  # one packing per source
+        return self._key_columns[id(as_read)]
 
     def _process(self, prepared: "Prepared", run_id: int) -> tuple[list[dict], list[dict], Stats, list[dict]]:
         """Map and validate one chunk; returns (rows to write, dead letters, chunk stats, the key
@@ -465,11 +504,13 @@ class SyncRun:
         key_fields = self.spec.target.key
         warnings = self.mapper.warnings  # filled by map() for values nulled by on_invalid: null
         skip = self._unchanged(prepared) if prepared.found is not None else {}
-        seen = list(skip.values())
-        cs.unchanged = cs.skipped = len(seen)
-        for i, rec in enumerate(chunk.records):
+        seen = self._seen(chunk, skip)
+        cs.unchanged = cs.skipped = len(skip)
+        records = chunk.records
+        for i in range(len(records)):
             if i in skip:
                 continue
+            rec = records[i]
             try:
                 if isinstance(rec, BadRecord):
                     raise DataError(None, rec.reason)
@@ -500,15 +541,31 @@ class SyncRun:
             good[key] = row
         return list(good.values()), dead, cs, seen
 
-    def _unchanged(self, prepared: "Prepared") -> dict[int, dict]:
-        """Index -> projected key and cursor of each record whose stored row has its fingerprint.
-        A key of the two chunks handed to the writer since the lookup started is never skipped:
-        the lookup may have read its row before they committed."""
+    def _unchanged(self, prepared: "Prepared") -> dict[int, tuple]:
+        """Index -> key of each record whose stored row has its fingerprint. A key of the two
+        chunks handed to the writer since the lookup started is never skipped: the lookup may have
+        read its row before they committed."""
         stored = prepared.found.result()
-        fps, cursor = prepared.fps, self.cursor_field
+        fps = prepared.fps
         recent = set().union(*self.in_flight)
-        return {i: p for i, key, p in prepared.candidates
-                if key not in recent and stored.get(key) == (fps[i], p[cursor] if cursor else None)}
+        return {i: key for i, key in prepared.candidates if stored.get(key) == fps[i] and key not in recent}
+
+    def _seen(self, chunk: Chunk, skip: dict[int, tuple]) -> list[dict]:
+        """The skipped records as {key field: value} for a delete sweep (only the last one without
+        a sweep); the last one also carries its cursor for the watermark (records come in cursor
+        order, so it is the largest; around a DST fall-back a local-time order can only make it
+        smaller, never larger)."""
+        keys = self.spec.target.key
+        if not skip:
+            return []
+        keep = skip.values() if self.spec.deletes.mode == "sweep" else [skip[max(skip)]]
+        seen = [dict(zip(keys, key)) for key in keep]
+        if seen and self.project_cursor is not None:
+            try:
+                seen[-1][self.cursor_field] = self.project_cursor(chunk.records[max(skip)])[self.cursor_field]
+            except DataError:
+                pass
+        return seen
 
     def _log_bad(self, key: str | None, field: str | None, value: Any, reason: str) -> None:
         self.logged_bad += 1
@@ -590,7 +647,7 @@ class Prepared:
     """A fetched chunk with its fingerprints and the pending lookup of its stored ones."""
     chunk: Chunk
     fps: list[int] | None
-    candidates: list[tuple[int, tuple, dict]] = field(default_factory=list)  # (index, key, key+cursor)
+    candidates: list[tuple[int, tuple]] = field(default_factory=list)  # (index, target key)
     found: Future | None = None
 
 

@@ -5,11 +5,11 @@ Each row of an SQL source gets a 64-bit hash (SHA-1, salted) of the source row a
 JSON text when the source reads packed rows, else the repr of its values), salted with the spec's
 digest, the syncrunner version and the run's validation flag: editing the spec or upgrading
 changes every fingerprint, so the next run maps everything once. The hash is stored with the row
-in `_sr_fingerprint`. Per chunk, the records' target keys (a compiled projection of just the key
-and cursor fields) are looked up; a record whose stored fingerprint equals its own is counted
+in `_sr_fingerprint`. Per chunk, the records' target keys (read straight from the packed row when
+the key is a plain column, else a compiled projection of just the key fields) are looked up; a record whose stored fingerprint equals its own is counted
 unchanged and skipped, its key still counted as seen by a delete sweep and its cursor still moving
-the watermark. A stored row whose cursor differs from the record's (edited in the target) does not
-match either. Everything else takes the normal path: map, validate, upsert (which compares
+the watermark. A stored row edited in the target is not compared while its source row stays the
+same (`--force` rewrites it). Everything else takes the normal path: map, validate, upsert (which compares
 columns), so a wrong match could only come from a 64-bit hash collision.
 
 The upsert never counts a fingerprint-only difference as an update: after it, rows whose columns
@@ -17,7 +17,8 @@ all equal the incoming ones just take the new fingerprint (TargetDialect.refresh
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Iterable
+import struct
+from typing import Iterable
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -45,12 +46,20 @@ class Fingerprinter:
 
     def __init__(self, spec: Spec, *, skip_validation: bool):
         salt = f"{__version__}|{spec.digest}|{'novalidate' if skip_validation else 'validate'}|"
-        self.salt = salt
+        self.salted = hashlib.sha1(salt.encode())  # copied per row: sha1(salt + text)
 
     def of(self, records: list[dict], raw: list[str] | None) -> list[int]:
         texts: Iterable[str] = raw if raw is not None else (repr(tuple(r.values())) for r in records)
-        sha1, salt, from_bytes = hashlib.sha1, self.salt, int.from_bytes
-        return [from_bytes(sha1((salt + t).encode()).digest()[:8], "big", signed=True) for t in texts]
+        salted, first64 = self.salted, _FIRST64
+        out = []
+        for t in texts:
+            h = salted.copy()
+            h.update(t.encode())
+            out.append(first64(h.digest())[0])
+        return out
+
+
+_FIRST64 = struct.Struct(">q").unpack_from  # the digest's first 8 bytes as a signed BIGINT
 
 
 class StoredFingerprints:
@@ -58,12 +67,10 @@ class StoredFingerprints:
     connection may be busy writing the previous chunk), one short read transaction per chunk so
     every lookup sees what has been committed."""
 
-    def __init__(self, engine: sa.Engine, table: sa.Table, keys: list[str], cursor: str | None,
-                 live_only: sa.Column | None):
+    def __init__(self, engine: sa.Engine, table: sa.Table, keys: list[str], live_only: sa.Column | None):
         self.engine = engine
         self.keys = [table.c[k] for k in keys]
         self.fp = table.c[FP_COLUMN]
-        self.cursor = table.c[cursor] if cursor else sa.null()
         self.table = table
         self.live_only = live_only  # soft deletes: a deleted row must be written to come back
         self.active = False
@@ -72,10 +79,9 @@ class StoredFingerprints:
         """Only a table that already holds rows can hold a match (a first load skips the lookups)."""
         self.active = conn.execute(sa.select(self.fp).limit(1)).first() is not None
 
-    def fetch(self, keys: list[tuple]) -> dict[tuple, tuple[int, Any]]:
-        """Key -> (fingerprint, cursor) of the stored rows: a row whose cursor was changed in the
-        target (edited there) does not match, so the normal path counts it stale or restores it."""
-        found: dict[tuple, Any] = {}
+    def fetch(self, keys: list[tuple]) -> dict[tuple, int]:
+        """Key -> fingerprint of the stored rows (of the live ones, with soft deletes)."""
+        found: dict[tuple, int] = {}
         if not self.active or not keys:
             return found
         single = len(self.keys) == 1
@@ -91,10 +97,10 @@ class StoredFingerprints:
                     cond = self.keys[0].in_([k[0] for k in part])
                 else:
                     cond = sa.tuple_(*self.keys).in_(part)
-                q = sa.select(*self.keys, self.fp, self.cursor).where(cond, self.fp.is_not(None))
+                q = sa.select(*self.keys, self.fp).where(cond, self.fp.is_not(None))
                 if self.live_only is not None:
                     q = q.where(self.live_only.is_(None))
                 for row in conn.execute(q):
-                    found[tuple(row[:-2])] = (row[-2], row[-1])
+                    found[tuple(row[:-1])] = row[-1]
             conn.rollback()
         return found

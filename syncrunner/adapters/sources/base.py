@@ -13,6 +13,9 @@ class Chunk:
     records: list[dict]
     position: dict            # JSON-safe: where the next chunk starts (stored in the checkpoint)
     raw: list[str] | None = None  # each record's JSON text as the source sent it, when that was free
+    # column -> index into records.arrays[i] for columns whose value is the record's own (records
+    # then are LazyRecords: a key can be read without building the record)
+    as_read: dict[str, int] | None = None
 
 
 class BadRecord(dict):

@@ -23,8 +23,9 @@ import json
 import os
 from dataclasses import dataclass
 from decimal import Decimal
-from itertools import repeat, starmap
+from itertools import repeat
 from operator import itemgetter
+from collections.abc import Sequence
 from typing import Any, Callable, Iterator
 from zoneinfo import ZoneInfo
 
@@ -83,6 +84,30 @@ class Packing:
     """How to read a query's rows as one JSON array each, and turn them back into PyMySQL's values."""
     select: str                     # JSON_ARRAY(...) over the src columns
     record: Callable[..., dict]     # a decoded array's items -> the record plain mode reads
+    as_read: dict[str, int]         # column -> its index in the array, for columns read as they are
+
+
+class LazyRecords(Sequence):
+    """A packed chunk's records, each built from its decoded array the first time it is asked
+    for: a record skipped as unchanged (row fingerprints) is never built at all."""
+
+    __slots__ = ("arrays", "make", "built")
+
+    def __init__(self, arrays: list[list], make: Callable[..., dict]):
+        self.arrays = arrays
+        self.make = make
+        self.built: list[dict | None] = [None] * len(arrays)
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self.arrays)))]
+        rec = self.built[i]
+        if rec is None:
+            rec = self.built[i] = self.make(*self.arrays[i])
+        return rec
 
 
 def record_maker(names: list[str], convert: dict[int, Callable[[Any], Any]]) -> Callable[..., dict]:
@@ -140,7 +165,9 @@ def plan_packing(cursor: Any, quote: Callable[[str], str]) -> Packing | str:
         columns.append(got[0])
         if got[1] is not None:
             convert[i] = got[1]
-    return Packing(f"JSON_ARRAY({', '.join(columns)})", record_maker([f.name for f in result.fields], convert))
+    names = [f.name for f in result.fields]
+    return Packing(f"JSON_ARRAY({', '.join(columns)})", record_maker(names, convert),
+                   {n: i for i, n in enumerate(names) if i not in convert})
 
 
 class SqlSource:
@@ -266,7 +293,8 @@ class SqlSource:
                                     self.metrics.null_cursor_rows += len(records)
                                 if packing:
                                     self.metrics.extra["packed_rows"] += len(records)
-                                yield Chunk(records, {"phase": phase, "after": [encode(v) for v in after]}, raw)
+                                yield Chunk(records, {"phase": phase, "after": [encode(v) for v in after]}, raw,
+                                            packing.as_read if packing else None)
                                 if remaining is not None and got >= remaining:
                                     break
                         except PackedRowTooLarge as e:
@@ -295,20 +323,20 @@ class SqlSource:
 
     @staticmethod
     def _packed_batches(result: sa.CursorResult, packing: Packing, size: int
-                        ) -> Iterator[tuple[list[dict], list[str]]]:
+                        ) -> Iterator[tuple[LazyRecords, list[str]]]:
         """_batches for packed rows, with each record's JSON text. The C scanner is called directly
-        (JSONDecoder.decode adds two regex calls per row for whitespace the server never sends), all
-        in one map chain: no list of decoded arrays is kept alive for the garbage collector to walk."""
+        (JSONDecoder.decode adds two regex calls per row for whitespace the server never sends);
+        records are built from the decoded arrays only when asked for (LazyRecords)."""
         scan, first, zeros = json.JSONDecoder(parse_float=Decimal).scan_once, itemgetter(0), repeat(0)
         while batch := result.fetchmany(size):
             raw = list(map(first, batch))
             try:
-                records = list(starmap(packing.record, map(first, map(scan, raw, zeros))))
+                arrays = list(map(first, map(scan, raw, zeros)))
             except TypeError:
                 if None in raw:
                     raise PackedRowTooLarge("a row's JSON_ARRAY exceeds max_allowed_packet") from None
                 raise
-            yield records, raw
+            yield LazyRecords(arrays, packing.record), raw
 
     def _packed(self, conn: sa.Connection, window: Window, phase: str) -> Packing | None:
         """The packed read for this source's query, probed once (LIMIT 0: the server returns the
