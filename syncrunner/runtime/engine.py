@@ -18,7 +18,7 @@ from typing import Any, Iterable, Protocol
 
 import sqlalchemy as sa
 
-from ..adapters.sources.base import BadRecord, Chunk, Source, make_source
+from ..adapters.sources.base import BadRecord, Chunk, LazyRecords, Source, make_source
 from ..redact import redact
 from ..spec import Spec
 from . import history
@@ -507,19 +507,24 @@ class SyncRun:
         seen = self._seen(chunk, skip)
         cs.unchanged = cs.skipped = len(skip)
         records = chunk.records
+        if not skip and isinstance(records, LazyRecords):
+            records = records.all()  # every record is needed: build them in one pass
+        map_record = self.mapper.map
+        key_of = itemgetter(*key_fields) if len(key_fields) > 1 else None
+        k0 = key_fields[0]
         for i in range(len(records)):
             if i in skip:
                 continue
             rec = records[i]
             try:
-                if isinstance(rec, BadRecord):
+                if rec.__class__ is BadRecord:
                     raise DataError(None, rec.reason)
-                row = self.mapper.map(rec)
+                row = map_record(rec)
                 if fps is not None:
                     row[FP_COLUMN] = fps[i]
-                key = tuple(row[k] for k in key_fields)
-                if any(v is None for v in key):
-                    raise DataError(key_fields[0], "key value is missing")
+                key = key_of(row) if key_of else (row[k0],)
+                if None in key:
+                    raise DataError(k0, "key value is missing")
             except DataError as e:
                 del warnings[:]
                 cs.failed += 1

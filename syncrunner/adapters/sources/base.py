@@ -1,11 +1,42 @@
 """The contract between the generic engine and a source adapter."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol
+from itertools import starmap
+from typing import Any, Callable, Iterator, Protocol
 
 from ...runtime.strategy import Window
 from ...spec import Spec
+
+
+class LazyRecords(Sequence):
+    """A packed chunk's records, each built from its decoded array the first time it is asked
+    for: a record skipped as unchanged (row fingerprints) is never built at all."""
+
+    __slots__ = ("arrays", "make", "built")
+
+    def __init__(self, arrays: list[list], make: Callable[..., dict]):
+        self.arrays = arrays
+        self.make = make
+        self.built: list[dict | None] = [None] * len(arrays)
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    def all(self) -> list[dict]:
+        """Every record, built in one C-level pass where none was built yet."""
+        if not any(self.built):
+            self.built = list(starmap(self.make, self.arrays))
+        return [self[i] for i in range(len(self.arrays))] if None in self.built else self.built
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self.arrays)))]
+        rec = self.built[i]
+        if rec is None:
+            rec = self.built[i] = self.make(*self.arrays[i])
+        return rec
 
 
 @dataclass

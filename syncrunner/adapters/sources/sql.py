@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from itertools import repeat
 from operator import itemgetter
-from collections.abc import Sequence
 from typing import Any, Callable, Iterator
 from zoneinfo import ZoneInfo
 
@@ -37,7 +36,7 @@ from ...runtime.codec import decode, encode
 from ...runtime.strategy import Window
 from ...runtime.templating import WINDOW_PARAMS, render_sql
 from ...spec import Spec
-from .base import Chunk, SourceMetrics
+from .base import Chunk, LazyRecords, SourceMetrics
 
 PHASE_CURSOR, PHASE_NULL, PHASE_ALL = "cursor", "null", "all"
 STREAM_SPAN = 100_000   # rows per streaming query: bounds a query's snapshot age, not memory
@@ -85,29 +84,6 @@ class Packing:
     select: str                     # JSON_ARRAY(...) over the src columns
     record: Callable[..., dict]     # a decoded array's items -> the record plain mode reads
     as_read: dict[str, int]         # column -> its index in the array, for columns read as they are
-
-
-class LazyRecords(Sequence):
-    """A packed chunk's records, each built from its decoded array the first time it is asked
-    for: a record skipped as unchanged (row fingerprints) is never built at all."""
-
-    __slots__ = ("arrays", "make", "built")
-
-    def __init__(self, arrays: list[list], make: Callable[..., dict]):
-        self.arrays = arrays
-        self.make = make
-        self.built: list[dict | None] = [None] * len(arrays)
-
-    def __len__(self) -> int:
-        return len(self.arrays)
-
-    def __getitem__(self, i):  # type: ignore[override]
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self.arrays)))]
-        rec = self.built[i]
-        if rec is None:
-            rec = self.built[i] = self.make(*self.arrays[i])
-        return rec
 
 
 def record_maker(names: list[str], convert: dict[int, Callable[[Any], Any]]) -> Callable[..., dict]:
