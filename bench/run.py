@@ -181,8 +181,8 @@ class SqliteTarget:
         self.url = f"sqlite:///{self.dir / 'target.db'}"
 
     def reset(self) -> None:
-        for p in self.dir.glob("target.db*"):
-            p.unlink()
+        for p in self.dir.glob("target.db*"):  # the database, its WAL and journal, its lock folder
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
 # -- one round --------------------------------------------------------------------------------------

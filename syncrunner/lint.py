@@ -85,6 +85,10 @@ def semantic_problems(data: dict, loc: Located, fname: str) -> list:
         add(("fields", "deleted_at"), "soft deletes (deletes.action: soft) manage the column deleted_at "
                                       "themselves; rename this field")
 
+    if "_sr_fingerprint" in fields:
+        add(("fields", "_sr_fingerprint"), "_sr_fingerprint is syncrunner's own column (row fingerprints); "
+                                           "rename this field")
+
     for i, rule in enumerate(data.get("validate") or []):
         if isinstance(rule, dict) and isinstance(rule.get("rule"), str):
             if msg := expression_problem(rule["rule"]):

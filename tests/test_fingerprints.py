@@ -115,3 +115,11 @@ def test_fingerprint_false_adds_no_column_and_maps_every_record(tmp_path, mysql_
                                        "WHERE table_name = 'items'")]
     assert "_sr_fingerprint" not in cols
     assert _counts(sync(spec, mysql_url, pg_url, full=True)) == (0, 0, 200, 0)
+
+
+def test_a_field_named_like_the_fingerprint_column_is_a_lint_error(tmp_path):
+    from syncrunner.spec import check_spec
+    spec = write_spec(tmp_path)
+    spec.write_text(spec.read_text().replace("  id:         {from: id", "  _sr_fingerprint: {from: id, type: integer}\n  id:         {from: id"))
+    _, problems = check_spec(spec, {"ITEM_DB_URL": "mysql+pymysql://x@h/db"})
+    assert any(p.key == "fields._sr_fingerprint" and "rename" in p.message for p in problems), problems
