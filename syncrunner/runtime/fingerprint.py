@@ -100,7 +100,10 @@ class StoredFingerprints:
                 q = sa.select(*self.keys, self.fp).where(cond, self.fp.is_not(None))
                 if self.live_only is not None:
                     q = q.where(self.live_only.is_(None))
-                for row in conn.execute(q):
-                    found[tuple(row[:-1])] = row[-1]
+                rows = conn.execute(q).fetchall()
+                if single:
+                    found.update({(k,): fp for k, fp in rows})
+                else:
+                    found.update({tuple(r[:-1]): r[-1] for r in rows})
             conn.rollback()
         return found
