@@ -29,7 +29,7 @@ from .heartbeat import Heartbeat
 from .locks import LockBusy, LockLost, RunGuard, slot_wait_from_env
 from .fingerprint import FP_COLUMN, Fingerprinter, StoredFingerprints, uses_fingerprints
 from .mapping import Mapper, make_getter
-from .pipeline import WriteAhead, short_switch_interval
+from .pipeline import WriteAhead
 from .signals import StopRequest
 from .stats import Stats
 from .strategy import RunOptions, Window, check_options, decide, format_watermark, parse_watermark
@@ -132,7 +132,7 @@ class SyncRun:
         self.source = self.source or make_source(spec)
         engine = shared_target_engine(self.target_url)
         try:
-            with bulk_gc(), short_switch_interval():
+            with bulk_gc():
                 if opts.dry_run:
                     return self._dry_run(engine, started)
                 return self._guarded_run(engine, started)

@@ -7,27 +7,13 @@ and maps chunk N+1. At most one write is in flight, and chunks are committed in 
 checkpoints, stats and the watermark advance exactly as in the sequential loop. Only the main
 thread calls observers and sees errors (re-raised from `collect`).
 
-psycopg2 and PyMySQL release the GIL while they wait on a socket; CPython then hands the GIL back
-only at its switch interval (5 ms by default). A chunk's write wakes up a dozen times, and 5 ms per
-wake-up would cost more than the overlap gains, so the interval is lowered for the run."""
+The GIL serialises the Python work of both threads; what overlaps is the time each waits on a
+database. Measured on 300,000 bench rows, interleaved, 3 runs each: 9.64 s without, 8.9 s with it;
+lowering the GIL switch interval (0.5 ms against the default 5 ms) made no measurable difference."""
 from __future__ import annotations
 
-import sys
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
-
-SWITCH_INTERVAL = 0.0005  # seconds
-
-
-@contextmanager
-def short_switch_interval(seconds: float = SWITCH_INTERVAL) -> Iterator[None]:
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(min(old, seconds))
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(old)
+from typing import Any, Callable
 
 
 class WriteAhead:
