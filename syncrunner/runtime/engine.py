@@ -9,12 +9,10 @@ import random
 import resource
 import socket
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from operator import itemgetter
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
@@ -27,7 +25,7 @@ from .coerce import DataError
 from .deletes import DeleteSweep
 from .heartbeat import Heartbeat
 from .locks import LockBusy, LockLost, RunGuard, slot_wait_from_env
-from .fingerprint import FP_COLUMN, Fingerprinter, StoredFingerprints, uses_fingerprints
+from .fingerprint import FP_COLUMN, Prepared, UnchangedSkipper, uses_fingerprints
 from .mapping import Mapper, make_getter
 from .pipeline import WriteAhead
 from .signals import StopRequest
@@ -112,15 +110,8 @@ class SyncRun:
         self.stop = StopRequest()
         self.guard: RunGuard | None = None
         self.write_ahead = write_ahead_from_env() if write_ahead is None else write_ahead
-        self.fingerprinter = Fingerprinter(spec, skip_validation=opts.skip_validation) \
+        self.skipper = UnchangedSkipper(spec, self.mapper, skip_validation=opts.skip_validation) \
             if uses_fingerprints(spec) else None
-        self.project_key = self.mapper.project(list(spec.target.key)) if self.fingerprinter else None
-        self.project_cursor = self.mapper.project([self.cursor_field]) \
-            if self.fingerprinter and self.cursor_field else None
-        self._key_columns: dict[int, list[tuple[int, type]] | None] = {}
-        self.stored: StoredFingerprints | None = None  # set by a real run (not --force)
-        self.in_flight: deque[set[tuple]] = deque(maxlen=2)  # keys of the last chunks handed to the writer
-        self.lookups: ThreadPoolExecutor | None = None
 
     # -- public ----------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -149,7 +140,7 @@ class SyncRun:
         watermark = None
         for chunk in self.source.chunks(window, window.position, self.opts.max_records):
             chunk_no += 1
-            rows, dead, cs, _ = self._process(self._prepare(chunk), run_id=0)
+            rows, dead, cs, _ = self._process(Prepared(chunk), run_id=0)
             self.stats.add(cs)
             watermark = self._max_cursor(rows, watermark)
             for obs in self.observers:
@@ -234,10 +225,8 @@ class SyncRun:
         try:
             self._prepare_target(engine, conn, writer)
             with conn.begin():
-                if self.fingerprinter is not None and not opts.force:
-                    self.stored = StoredFingerprints(engine, writer.table, list(spec.target.key),
-                                                     writer.table.c.get("deleted_at"))
-                    self.stored.begin(conn)
+                if self.skipper is not None and not opts.force:
+                    self.skipper.start(engine, conn, writer.table)
                 window = decide(spec, opts, conn)
                 run_id = history.start_run(conn, spec.crm, spec.entity, self._configuration(window))
                 deletes.begin(conn, window, opts, run_id)
@@ -252,7 +241,7 @@ class SyncRun:
             ahead: Prepared | None = None  # with fingerprint lookups, one chunk is read ahead: its lookup
             # runs while the chunk before it is mapped
             for chunk in self.source.chunks(window, window.position, opts.max_records):
-                prepared = self._prepare(chunk)
+                prepared = self.skipper.prepare(chunk) if self.skipper else Prepared(chunk)
                 for ready in ([ahead] if ahead is not None else []) + ([] if prepared.found else [prepared]):
                     chunk_no += 1
                     watermark = self._hand_over(ready, chunk_no, pipe, conn, writer, deletes, run_id,
@@ -300,8 +289,8 @@ class SyncRun:
             return result
         finally:
             pipe.close()
-            if self.lookups is not None:
-                self.lookups.shutdown(wait=True, cancel_futures=True)
+            if self.skipper is not None:
+                self.skipper.close()
             if beat is not None:
                 beat.stop()
             if not conn.invalidated and conn.in_transaction():
@@ -316,8 +305,6 @@ class SyncRun:
         rows, dead, cs, seen = self._process(prepared, run_id)
         if pipe.busy:
             watermark = self._settle(pipe, chunk_no - 1)
-        if self.stored is not None and self.stored.active:
-            self.in_flight.append({tuple(r[k] for k in self.spec.target.key) for r in rows})
         pipe.submit(self._commit_chunk, conn, writer, deletes, run_id, window, prepared.chunk,
                     rows, dead, cs, watermark, seen)
         return watermark
@@ -435,65 +422,6 @@ class SyncRun:
         return result
 
     # -- pieces ----------------------------------------------------------------------------------
-    def _prepare(self, chunk: Chunk) -> "Prepared":
-        """Fingerprint a chunk's records and start looking up their stored rows' fingerprints (on
-        the lookup thread, while the caller maps the previous chunk)."""
-        fps = self.fingerprinter.of(chunk.records, chunk.raw) if self.fingerprinter else None
-        if not (fps and self.stored and self.stored.active):
-            return Prepared(chunk, fps)
-        keys = self.spec.target.key
-        records = chunk.records
-        columns = self._as_read_key(chunk.as_read)
-        candidates: list[tuple[int, tuple]] = []
-        rest: Iterable[int] = range(len(records))
-        if columns is not None:  # the key as read: no record built (LazyRecords)
-            if len(columns) == 1:
-                (j, cls), = columns
-                keys_read = [(v,) for v in map(itemgetter(j), records.arrays)]
-            else:
-                keys_read = [tuple([a[j] for j, _ in columns]) for a in records.arrays]
-            rest = []
-            for i, key in enumerate(keys_read):
-                if all(v.__class__ is cls for v, (_, cls) in zip(key, columns)):
-                    candidates.append((i, key))
-                else:
-                    rest.append(i)
-        for i in rest:
-            rec = records[i]
-            if isinstance(rec, BadRecord):
-                continue
-            try:
-                p = self.project_key(rec)
-            except DataError:
-                continue  # the full mapping reports it
-            key = tuple(p[k] for k in keys)
-            if None not in key:
-                candidates.append((i, key))
-        if self.lookups is None:
-            self.lookups = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sr-lookup")
-        found = self.lookups.submit(self.stored.fetch, [key for _, key in candidates])
-        return Prepared(chunk, fps, candidates, found)
-
-    def _as_read_key(self, as_read: dict[str, int] | None) -> list[tuple[int, type]] | None:
-        """(array index, class) per target key field when each is a plain source column the
-        mapping keeps as it is (an integer or string value of that class), else None. A key read
-        this way needs no check: a record is skipped only when its whole row text hashes to the
-        fingerprint stored under that key, i.e. the stored row was written from this very row."""
-        if as_read is None:
-            return None
-        if id(as_read) not in self._key_columns:
-            cols: list[tuple[int, type]] | None = []
-            for k in self.spec.target.key:
-                f = self.spec.fields[k]
-                source = f.source_path or f.name
-                cls = {"integer": int, "string": str}.get(f.type)
-                if f.expr is not None or cls is None or source not in as_read or f.default is not None:
-                    cols = None
-                    break
-                cols.append((as_read[source], cls))
-            self._key_columns = {id(as_read): cols}  # one packing per source
-        return self._key_columns[id(as_read)]
-
     def _process(self, prepared: "Prepared", run_id: int) -> tuple[list[dict], list[dict], Stats, list[dict]]:
         """Map and validate one chunk; returns (rows to write, dead letters, chunk stats, the key
         and cursor of records skipped as unchanged by their fingerprint)."""
@@ -503,8 +431,8 @@ class SyncRun:
         dead: list[dict] = []
         key_fields = self.spec.target.key
         warnings = self.mapper.warnings  # filled by map() for values nulled by on_invalid: null
-        skip = self._unchanged(prepared) if prepared.found is not None else {}
-        seen = self._seen(chunk, skip)
+        skip = self.skipper.unchanged(prepared) if prepared.found is not None else {}
+        seen = self.skipper.seen(chunk, skip) if skip else []
         cs.unchanged = cs.skipped = len(skip)
         records = chunk.records
         if not skip and isinstance(records, LazyRecords):
@@ -544,33 +472,9 @@ class SyncRun:
             if key in good:
                 cs.duplicates += 1
             good[key] = row
+        if prepared.found is not None:
+            self.skipper.handed_over(set(good))
         return list(good.values()), dead, cs, seen
-
-    def _unchanged(self, prepared: "Prepared") -> dict[int, tuple]:
-        """Index -> key of each record whose stored row has its fingerprint. A key of the two
-        chunks handed to the writer since the lookup started is never skipped: the lookup may have
-        read its row before they committed."""
-        stored = prepared.found.result()
-        fps = prepared.fps
-        recent = set().union(*self.in_flight)
-        return {i: key for i, key in prepared.candidates if stored.get(key) == fps[i] and key not in recent}
-
-    def _seen(self, chunk: Chunk, skip: dict[int, tuple]) -> list[dict]:
-        """The skipped records as {key field: value} for a delete sweep (only the last one without
-        a sweep); the last one also carries its cursor for the watermark (records come in cursor
-        order, so it is the largest; around a DST fall-back a local-time order can only make it
-        smaller, never larger)."""
-        keys = self.spec.target.key
-        if not skip:
-            return []
-        keep = skip.values() if self.spec.deletes.mode == "sweep" else [skip[max(skip)]]
-        seen = [dict(zip(keys, key)) for key in keep]
-        if seen and self.project_cursor is not None:
-            try:
-                seen[-1][self.cursor_field] = self.project_cursor(chunk.records[max(skip)])[self.cursor_field]
-            except DataError:
-                pass
-        return seen
 
     def _log_bad(self, key: str | None, field: str | None, value: Any, reason: str) -> None:
         self.logged_bad += 1
@@ -645,15 +549,6 @@ class SyncRun:
     def _notify_finished(self, result: RunResult) -> None:
         for obs in self.observers:
             obs.finished(result)
-
-
-@dataclass
-class Prepared:
-    """A fetched chunk with its fingerprints and the pending lookup of its stored ones."""
-    chunk: Chunk
-    fps: list[int] | None
-    candidates: list[tuple[int, tuple]] = field(default_factory=list)  # (index, target key)
-    found: Future | None = None
 
 
 class TargetUnavailable(RuntimeError):

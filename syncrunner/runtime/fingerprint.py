@@ -18,13 +18,20 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Iterable
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from .. import __version__
+from ..adapters.sources.base import BadRecord, Chunk
 from ..spec import Spec
+from .coerce import DataError
+from .mapping import Mapper
 from .target import READ_ONLY
 
 FP_COLUMN = "_sr_fingerprint"
@@ -107,3 +114,125 @@ class StoredFingerprints:
                     found.update({tuple(r[:-1]): r[-1] for r in rows})
             conn.rollback()
         return found
+
+
+@dataclass
+class Prepared:
+    """A fetched chunk with its fingerprints and the pending lookup of its stored ones."""
+    chunk: Chunk
+    fps: list[int] | None = None
+    candidates: list[tuple[int, tuple]] = field(default_factory=list)  # (index, target key)
+    found: Future | None = None
+
+
+class UnchangedSkipper:
+    """One run's use of fingerprints: fingerprint each chunk, look its keys' stored fingerprints up
+    on a lookup thread (while the engine maps the previous chunk), say which records to skip."""
+
+    def __init__(self, spec: Spec, mapper: Mapper, *, skip_validation: bool):
+        self.spec = spec
+        self.keys = list(spec.target.key)
+        self.cursor = spec.cursor_field
+        self.fingerprinter = Fingerprinter(spec, skip_validation=skip_validation)
+        self.project_key = mapper.project(self.keys)
+        self.project_cursor = mapper.project([self.cursor]) if self.cursor else None
+        self.stored: StoredFingerprints | None = None  # set by start(): a real run without --force
+        self.in_flight: deque[set[tuple]] = deque(maxlen=2)  # keys of the last chunks handed to the writer
+        self.lookups: ThreadPoolExecutor | None = None
+        self._key_columns: dict[tuple, list[tuple[int, type]] | None] = {}
+
+    def start(self, engine: sa.Engine, conn: sa.Connection, table: sa.Table) -> None:
+        self.stored = StoredFingerprints(engine, table, self.keys, table.c.get("deleted_at"))
+        self.stored.begin(conn)
+
+    def prepare(self, chunk: Chunk) -> Prepared:
+        """Fingerprints for every chunk (they are stored with the rows); a lookup only when the
+        table held rows when the run started."""
+        fps = self.fingerprinter.of(chunk.records, chunk.raw)
+        if self.stored is None or not self.stored.active:
+            return Prepared(chunk, fps)
+        records = chunk.records
+        columns = self._as_read_key(chunk.as_read)
+        candidates: list[tuple[int, tuple]] = []
+        rest: Iterable[int] = range(len(records))
+        if columns is not None:  # the key as read: no record built (LazyRecords)
+            if len(columns) == 1:
+                (j, _), = columns
+                keys_read = [(v,) for v in map(itemgetter(j), records.arrays)]
+            else:
+                keys_read = [tuple([a[j] for j, _ in columns]) for a in records.arrays]
+            rest = []
+            for i, key in enumerate(keys_read):
+                if all(v.__class__ is cls for v, (_, cls) in zip(key, columns)):
+                    candidates.append((i, key))
+                else:
+                    rest.append(i)
+        for i in rest:
+            rec = records[i]
+            if isinstance(rec, BadRecord):
+                continue
+            try:
+                p = self.project_key(rec)
+            except DataError:
+                continue  # the full mapping reports it
+            key = tuple(p[k] for k in self.keys)
+            if None not in key:
+                candidates.append((i, key))
+        if self.lookups is None:
+            self.lookups = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sr-lookup")
+        return Prepared(chunk, fps, candidates, self.lookups.submit(self.stored.fetch, [k for _, k in candidates]))
+
+    def _as_read_key(self, as_read: dict[str, int] | None) -> list[tuple[int, type]] | None:
+        """(array index, class) per target key field when each is a plain source column the
+        mapping keeps as it is (an integer or string value of that class), else None. A key read
+        this way needs no check: a record is skipped only when its whole row text hashes to the
+        fingerprint stored under that key, i.e. the stored row was written from this very row."""
+        if as_read is None:
+            return None
+        layout = tuple(as_read.items())
+        if layout not in self._key_columns:
+            cols: list[tuple[int, type]] | None = []
+            for k in self.keys:
+                f = self.spec.fields[k]
+                source = f.source_path or f.name
+                cls = {"integer": int, "string": str}.get(f.type)
+                if f.expr is not None or cls is None or source not in as_read or f.default is not None:
+                    cols = None
+                    break
+                cols.append((as_read[source], cls))
+            self._key_columns[layout] = cols
+        return self._key_columns[layout]
+
+    def unchanged(self, prepared: Prepared) -> dict[int, tuple]:
+        """Index -> key of each record whose stored row has its fingerprint. A key of the two
+        chunks handed to the writer since the lookup started is never skipped: the lookup may have
+        read its row before they committed."""
+        stored = prepared.found.result()
+        fps = prepared.fps
+        recent = set().union(*self.in_flight)
+        return {i: key for i, key in prepared.candidates if stored.get(key) == fps[i] and key not in recent}
+
+    def handed_over(self, keys: set[tuple]) -> None:
+        """The keys of a chunk about to be written."""
+        self.in_flight.append(keys)
+
+    def seen(self, chunk: Chunk, skip: dict[int, tuple]) -> list[dict]:
+        """The skipped records as {key field: value} for a delete sweep (only the last one without
+        a sweep); the last one also carries its cursor for the watermark (records come in cursor
+        order, so it is the largest; around a DST fall-back a local-time order can only make it
+        smaller, never larger)."""
+        if not skip:
+            return []
+        last = max(skip)
+        keep = skip.values() if self.spec.deletes.mode == "sweep" else [skip[last]]
+        seen = [dict(zip(self.keys, key)) for key in keep]
+        if self.project_cursor is not None:
+            try:
+                seen[-1][self.cursor] = self.project_cursor(chunk.records[last])[self.cursor]
+            except DataError:
+                pass  # no watermark from it: a lower watermark only re-reads more
+        return seen
+
+    def close(self) -> None:
+        if self.lookups is not None:
+            self.lookups.shutdown(wait=True, cancel_futures=True)
