@@ -11,22 +11,22 @@ import socket
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
-from operator import itemgetter
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import sqlalchemy as sa
 
-from ..adapters.sources.base import BadRecord, Chunk, LazyRecords, Source, make_source
+from ..adapters.sources.base import Chunk, Source, make_source
 from ..redact import redact
 from ..spec import Spec
 from . import history
 from .bulkgc import bulk_gc
-from .coerce import DataError
 from .deletes import DeleteSweep
 from .heartbeat import Heartbeat
 from .locks import LockBusy, LockLost, RunGuard, slot_wait_from_env
-from .fingerprint import FP_COLUMN, Prepared, UnchangedSkipper, uses_fingerprints
+from .chunkmap import MappedChunk, key_text, map_chunk, max_cursor
+from .fingerprint import Prepared, UnchangedSkipper, uses_fingerprints
 from .mapping import Mapper, make_getter
+from .mapworkers import MapPool, start_after_from_env, workers_from_env
 from .pipeline import WriteAhead
 from .signals import StopRequest
 from .stats import Stats
@@ -83,6 +83,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+@dataclass
+class _Flow:
+    """What every chunk of one real run is written with; `watermark` is the committed one."""
+    pipe: WriteAhead
+    conn: sa.Connection
+    writer: Writer
+    deletes: DeleteSweep
+    run_id: int
+    window: Window
+    watermark: Any
+
+
 class SyncRun:
     """One run of one spec."""
 
@@ -90,7 +102,7 @@ class SyncRun:
                  observers: list[Observer] | None = None, source: Source | None = None,
                  count_total: bool = False, heartbeat_seconds: float | None = None,
                  max_concurrent: int | None = None, handle_signals: bool = True,
-                 write_ahead: bool | None = None):
+                 write_ahead: bool | None = None, map_workers: int | None = None):
         check_options(opts, spec.source.timezone)
         self.spec = spec
         self.opts = opts
@@ -112,6 +124,13 @@ class SyncRun:
         self.write_ahead = write_ahead_from_env() if write_ahead is None else write_ahead
         self.skipper = UnchangedSkipper(spec, self.mapper, skip_validation=opts.skip_validation) \
             if uses_fingerprints(spec) else None
+        self.map_workers = workers_from_env() if map_workers is None else map_workers
+        self.pool: MapPool | None = None     # started once a large run has mapped map_after rows here
+        self.map_after = start_after_from_env()
+        self._mapped_here = 0                # rows mapped in this process so far
+        self._handed = 0                     # chunks handed to the writer
+        self._remapper: Mapper | None = None
+        self._run_id = 0
 
     # -- public ----------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -140,9 +159,9 @@ class SyncRun:
         watermark = None
         for chunk in self.source.chunks(window, window.position, self.opts.max_records):
             chunk_no += 1
-            rows, dead, cs, _ = self._process(Prepared(chunk), run_id=0)
-            self.stats.add(cs)
-            watermark = self._max_cursor(rows, watermark)
+            mc = map_chunk(self.spec, self.mapper, self.key_getters, chunk.records, 0)
+            self.stats.add(mc.stats)
+            watermark = max_cursor([{self.cursor_field: mc.max_cursor}], self.cursor_field, watermark)
             for obs in self.observers:
                 obs.chunk_done(self.spec, chunk_no, self.stats)
         result = RunResult(self.spec, "dry-run", self.stats, window, seconds=time.monotonic() - started,
@@ -228,7 +247,7 @@ class SyncRun:
                 if self.skipper is not None and not opts.force:
                     self.skipper.start(engine, conn, writer.table)
                 window = decide(spec, opts, conn)
-                run_id = history.start_run(conn, spec.crm, spec.entity, self._configuration(window))
+                run_id = self._run_id = history.start_run(conn, spec.crm, spec.entity, self._configuration(window))
                 deletes.begin(conn, window, opts, run_id)
             beat = Heartbeat(engine, run_id, interval=self.heartbeat_seconds, guard=self.guard)
             beat.start()
@@ -237,22 +256,22 @@ class SyncRun:
             log.info("Starting %s %s sync with %s records: %s", spec.crm, spec.entity,
                      "unknown" if total is None else f"{total:,}", window.reason)
             self._notify_started(window, total)
-            chunk_no = 0
+            flow = _Flow(pipe, conn, writer, deletes, run_id, window, watermark)
+            if self.map_after == 0:  # every chunk to the workers: start them now and wait for them
+                self._start_pool(flow, wait=True)
             ahead: Prepared | None = None  # with fingerprint lookups, one chunk is read ahead: its lookup
             # runs while the chunk before it is mapped
             for chunk in self.source.chunks(window, window.position, opts.max_records):
-                prepared = self.skipper.prepare(chunk) if self.skipper else Prepared(chunk)
+                prepared = self.skipper.prepare(chunk, defer=self._pooled()) if self.skipper else Prepared(chunk)
                 for ready in ([ahead] if ahead is not None else []) + ([] if prepared.found else [prepared]):
-                    chunk_no += 1
-                    watermark = self._hand_over(ready, chunk_no, pipe, conn, writer, deletes, run_id,
-                                                window, watermark)
+                    self._hand_over(ready, flow)
                 ahead = prepared if prepared.found else None
             if ahead is not None:
-                chunk_no += 1
-                watermark = self._hand_over(ahead, chunk_no, pipe, conn, writer, deletes, run_id,
-                                            window, watermark)
+                self._hand_over(ahead, flow)
+            self._drain(flow)
             if pipe.busy:
-                watermark = self._settle(pipe, chunk_no)
+                flow.watermark = self._settle(pipe)
+            watermark = flow.watermark
             status = "partial" if self.stats.failed else "success"
             watermark = self._final_watermark(window, watermark)
             beat.stop()
@@ -264,7 +283,7 @@ class SyncRun:
         except BaseException as e:  # noqa: BLE001 - every way out must leave SyncHistory consistent
             if pipe.busy:  # the connection is the writer's until its chunk is done
                 try:
-                    self.stats, watermark = pipe.collect()
+                    self.stats, _ = pipe.collect()
                 except BaseException as write_error:  # noqa: BLE001 - the first error is the one reported
                     log.debug("%s: the in-flight chunk write failed too: %s", spec.name, redact(write_error))
             message = f"interrupted ({e.args[0] if e.args else 'signal'})" \
@@ -289,6 +308,8 @@ class SyncRun:
             return result
         finally:
             pipe.close()
+            if self.pool is not None:
+                self.pool.close()
             if self.skipper is not None:
                 self.skipper.close()
             if beat is not None:
@@ -298,35 +319,99 @@ class SyncRun:
             writer.close(conn)
             conn.close()
 
-    def _hand_over(self, prepared: "Prepared", chunk_no: int, pipe: WriteAhead, conn: sa.Connection,
-                   writer: Writer, deletes: DeleteSweep, run_id: int, window: Window, watermark: Any) -> Any:
-        """Map a chunk (overlapping the previous chunk's write), then hand it to the writer once the
-        previous one has committed; returns the watermark after the last committed chunk."""
-        rows, dead, cs, seen = self._process(prepared, run_id)
-        if pipe.busy:
-            watermark = self._settle(pipe, chunk_no - 1)
-        pipe.submit(self._commit_chunk, conn, writer, deletes, run_id, window, prepared.chunk,
-                    rows, dead, cs, watermark, seen)
-        return watermark
+    def _hand_over(self, prepared: Prepared, flow: "_Flow") -> None:
+        """Map a chunk (in this process, overlapping the previous chunk's write, or queued to the
+        mapping workers), then hand it to the writer once the previous one has committed."""
+        skip = self.skipper.unchanged(prepared) if prepared.found is not None else {}
+        seen = self.skipper.seen(prepared.chunk, skip) if skip else []
+        if prepared.found is not None:
+            self.skipper.handed_over({key for _, key in prepared.candidates})
+        skipped = frozenset(skip)
+        if self._pooled():
+            self.pool.submit((prepared, skipped, seen), prepared.chunk, skipped, prepared.fps,
+                             fingerprint=self.skipper is not None and prepared.fps is None)
+            while self.pool.pending() > self.pool.depth:
+                self._write(*self.pool.take(self._remap), flow)
+            return
+        mc = self._map_here(prepared, skipped, flow.run_id)
+        self._drain(flow)  # chunks queued to workers go first (the pool may just have stopped)
+        self._write((prepared, skipped, seen), mc, flow)
+        self._mapped_here += len(mc.rows)
+        if self._mapped_here >= self.map_after:
+            self._start_pool(flow)
 
-    def _settle(self, pipe: WriteAhead, chunk_no: int) -> Any:
+    def _pooled(self) -> bool:
+        return self.pool is not None and self.pool.active
+
+    def _start_pool(self, flow: "_Flow", *, wait: bool = False) -> None:
+        """Start the mapping workers, if this run may use them (see runtime/mapworkers.py)."""
+        if self.pool is not None or not self.map_workers or not flow.writer.dialect.loads_text:
+            return
+        self.pool = MapPool(self.spec, workers=self.map_workers, skip_validation=self.opts.skip_validation,
+                            batch_size=flow.writer.batch_size, run_id=flow.run_id,
+                            want_keys=flow.deletes.generation is not None)
+        if self.skipper is not None:  # more chunks are between a lookup and their commit now
+            self.skipper.track_in_flight(self.pool.depth + 2)
+        if wait:
+            self.pool.wait_ready()
+
+    def _drain(self, flow: "_Flow") -> None:
+        while self.pool is not None and self.pool.pending():
+            self._write(*self.pool.take(self._remap), flow)
+
+    def _remap(self, item: tuple[Prepared, frozenset[int], list[dict]]) -> MappedChunk:
+        """Map a chunk in this process again: a worker failed on it, or the database refused one of
+        its bulk batches (the row-by-row retry needs the rows). Runs on the writer thread too, so it
+        has a Mapper of its own."""
+        prepared, skipped, _ = item
+        if self._remapper is None:
+            self._remapper = Mapper(self.spec, skip_validation=self.opts.skip_validation)
+        return map_chunk(self.spec, self._remapper, self.key_getters, prepared.chunk.records,
+                         self._run_id, skip=skipped, fps=self._fingerprints(prepared))
+
+    def _map_here(self, prepared: Prepared, skipped: frozenset[int], run_id: int) -> MappedChunk:
+        return map_chunk(self.spec, self.mapper, self.key_getters, prepared.chunk.records, run_id,
+                         skip=skipped, fps=self._fingerprints(prepared))
+
+    def _fingerprints(self, prepared: Prepared) -> list[int] | None:
+        """The chunk's fingerprints, computed here if they were left to a worker (deferred)."""
+        if prepared.fps is None and self.skipper is not None:
+            prepared.fps = self.skipper.fingerprinter.of(prepared.chunk.records, prepared.chunk.raw)
+        return prepared.fps
+
+    def _write(self, item: tuple[Prepared, frozenset[int], list[dict]], mc: MappedChunk, flow: "_Flow") -> None:
+        """Count and log a mapped chunk, wait for the previous chunk's commit, hand this one over."""
+        prepared, _, seen = item
+        for b in mc.bad:
+            self._log_bad(b.key, b.field, b.value, b.reason)
+        if flow.pipe.busy:
+            flow.watermark = self._settle(flow.pipe)
+        self._handed += 1
+        flow.pipe.submit(self._commit_chunk, flow, prepared.chunk, mc, seen, flow.watermark,
+                         lambda: self._remap(item))
+
+    def _settle(self, pipe: WriteAhead) -> Any:
         """Take the in-flight chunk's committed result (data, dead letters, staged keys and
         checkpoint landed together); returns the watermark after it."""
         self.stats, watermark = pipe.collect()
         for obs in self.observers:
-            obs.chunk_done(self.spec, chunk_no, self.stats)
+            obs.chunk_done(self.spec, self._handed, self.stats)
         if self.stop.requested:
             raise Interrupted(self.stop.requested)
         return watermark
 
-    def _commit_chunk(self, conn: sa.Connection, writer: Writer, deletes: DeleteSweep, run_id: int,
-                      window: Window, chunk: Chunk, rows: list[dict], dead: list[dict], cs: Stats,
-                      watermark: Any, seen: list[dict] | None = None) -> tuple[Stats, Any]:
+    def _commit_chunk(self, flow: "_Flow", chunk: Chunk, mc: MappedChunk, seen: list[dict], watermark: Any,
+                      remap: Callable[[], MappedChunk]) -> tuple[Stats, Any]:
         """Write one chunk, its dead letters, its staged keys and its checkpoint in one
         transaction. If the target drops the connection (restart, failover), wait for it and write
         the chunk again: the transaction rolled back, so nothing is half-written. Returns the run's
         stats and watermark after the chunk."""
-        spec = self.spec
+        spec, conn, writer, deletes, run_id = self.spec, flow.conn, flow.writer, flow.deletes, flow.run_id
+        cs, dead = mc.stats, mc.dead
+
+        def rows_of() -> list[dict]:  # a worker's chunk whose bulk batch failed: its rows, as mapped
+            mc.rows = remap().rows
+            return mc.rows
         deadline: float | None = None
         attempt = 0
         while True:
@@ -336,24 +421,30 @@ class SyncRun:
                 if self.guard is not None and self.guard.lost:
                     self._regain(conn, writer, run_id)
                 with conn.begin():
-                    res = writer.write(conn, rows)
+                    res = writer.write(conn, mc.rows, mc.encoded, rows_of)
                     for row, reason in res.rejected:
                         d.append(history.dead_letter(run_id, spec.crm, spec.entity,
-                                                     _key_text([row.get(k) for k in spec.target.key]),
+                                                     key_text([row.get(k) for k in spec.target.key]),
                                                      None, reason, row))
                     c.created, c.updated = res.created, res.updated
                     c.unchanged, c.stale = cs.unchanged + res.unchanged, res.stale
                     c.failed += len(res.rejected)
                     c.known_bad = history.add_dead_letters(conn, d)
                     c.failed -= c.known_bad  # already kept and counted by the run that first saw them
-                    deletes.stage(conn, rows + (seen or []))
-                    accepted = [r for r in rows if not any(r is rr for rr, _ in res.rejected)]
-                    new_watermark = self._max_cursor(accepted + (seen or []), watermark)
+                    if deletes.generation is not None:
+                        keys = spec.target.key
+                        deletes.stage(conn, [dict(zip(keys, k)) for k in mc.keys] + seen)
+                    if res.rejected:
+                        refused = {id(r) for r, _ in res.rejected}
+                        landed = max_cursor([r for r in mc.rows if id(r) not in refused], self.cursor_field)
+                    else:
+                        landed = mc.max_cursor
+                    new_watermark = max_cursor(seen + [{self.cursor_field: landed}], self.cursor_field, watermark)
                     c.chunks = 1
                     pending = Stats(**self.stats.as_dict())
                     pending.add(c)
                     history.write_checkpoint(conn, run_id, pending, format_watermark(new_watermark), {
-                        "window": window.as_config(), "position": chunk.position, "chunks": pending.chunks,
+                        "window": flow.window.as_config(), "position": chunk.position, "chunks": pending.chunks,
                         **deletes.checkpoint()})
                 return pending, new_watermark
             except sa.exc.DBAPIError as e:
@@ -422,60 +513,6 @@ class SyncRun:
         return result
 
     # -- pieces ----------------------------------------------------------------------------------
-    def _process(self, prepared: "Prepared", run_id: int) -> tuple[list[dict], list[dict], Stats, list[dict]]:
-        """Map and validate one chunk; returns (rows to write, dead letters, chunk stats, the key
-        and cursor of records skipped as unchanged by their fingerprint)."""
-        chunk, fps = prepared.chunk, prepared.fps
-        cs = Stats(fetched=len(chunk.records))
-        good: dict[tuple, dict] = {}
-        dead: list[dict] = []
-        key_fields = self.spec.target.key
-        warnings = self.mapper.warnings  # filled by map() for values nulled by on_invalid: null
-        skip = self.skipper.unchanged(prepared) if prepared.found is not None else {}
-        seen = self.skipper.seen(chunk, skip) if skip else []
-        cs.unchanged = cs.skipped = len(skip)
-        records = chunk.records
-        if not skip and isinstance(records, LazyRecords):
-            records = records.all()  # every record is needed: build them in one pass
-        map_record = self.mapper.map
-        key_of = itemgetter(*key_fields) if len(key_fields) > 1 else None
-        k0 = key_fields[0]
-        for i in range(len(records)):
-            if i in skip:
-                continue
-            rec = records[i]
-            try:
-                if rec.__class__ is BadRecord:
-                    raise DataError(None, rec.reason)
-                row = map_record(rec)
-                if fps is not None:
-                    row[FP_COLUMN] = fps[i]
-                key = key_of(row) if key_of else (row[k0],)
-                if None in key:
-                    raise DataError(k0, "key value is missing")
-            except DataError as e:
-                del warnings[:]
-                cs.failed += 1
-                skey = _key_text([g(rec) for g in self.key_getters])
-                dead.append(history.dead_letter(run_id, self.spec.crm, self.spec.entity, skey, e.field,
-                                                e.reason, rec))
-                self._log_bad(skey, e.field, e.value, e.reason)
-                continue
-            if warnings:  # the record lands; the original values are kept beside it
-                skey = _key_text([g(rec) for g in self.key_getters])
-                for w in warnings:
-                    cs.warnings += 1
-                    dead.append(history.dead_letter(run_id, self.spec.crm, self.spec.entity, skey, w.field,
-                                                    f"stored NULL: {w.reason}", rec, action="nulled"))
-                    self._log_bad(skey, w.field, w.value, f"{w.reason}; stored NULL")
-                del warnings[:]
-            if key in good:
-                cs.duplicates += 1
-            good[key] = row
-        if prepared.found is not None:
-            self.skipper.handed_over(set(good))
-        return list(good.values()), dead, cs, seen
-
     def _log_bad(self, key: str | None, field: str | None, value: Any, reason: str) -> None:
         self.logged_bad += 1
         if self.logged_bad <= MAX_LOGGED_BAD_RECORDS:
@@ -486,16 +523,6 @@ class SyncRun:
                             field, redact(value), key, reason)
         elif self.logged_bad == MAX_LOGGED_BAD_RECORDS + 1:
             log.warning("%s: more bad values; see the sync_dead_letters table", self.spec.name)
-
-    def _max_cursor(self, rows: list[dict], current: Any) -> Any:
-        if not self.cursor_field:
-            return current
-        best = current
-        for r in rows:
-            v = r.get(self.cursor_field)
-            if v is not None and (best is None or v > best):
-                best = v
-        return best
 
     def _initial_watermark(self, window: Window) -> Any:
         """A resumed run continues its predecessor's watermark; a delta run never moves it back."""
@@ -539,6 +566,9 @@ class SyncRun:
             "duplicates_in_chunk": self.stats.duplicates,
             "null_cursor_rows": m.null_cursor_rows if m else 0,
             "warnings": self.stats.warnings,
+            "map_workers": self.pool.workers if self.pool is not None else 0,
+            "chunks_mapped_by_workers": self.pool.chunks_mapped if self.pool is not None else 0,
+            "map_workers_stopped": self.pool.broken if self.pool is not None else None,
             **(m.extra if m else {}),  # source-specific counters (pages, throttled, query restarts...)
         }
 
@@ -558,12 +588,6 @@ class TargetUnavailable(RuntimeError):
 def _deleted_note(d: dict) -> str:
     verb = "marked deleted" if d.get("action") == "soft" else "removed"
     return f"{d.get('records_deleted', 0):,} row(s) not seen upstream {verb}"
-
-
-def _key_text(values: list[Any]) -> str | None:
-    if all(v is None for v in values):
-        return None
-    return ",".join("" if v is None else str(v) for v in values)
 
 
 def run_spec(spec: Spec, opts: RunOptions, target_url: str, **kwargs) -> RunResult:

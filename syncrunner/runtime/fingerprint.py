@@ -120,7 +120,7 @@ class StoredFingerprints:
 class Prepared:
     """A fetched chunk with its fingerprints and the pending lookup of its stored ones."""
     chunk: Chunk
-    fps: list[int] | None = None
+    fps: list[int] | None = None   # None: not computed yet (see UnchangedSkipper.prepare's defer)
     candidates: list[tuple[int, tuple]] = field(default_factory=list)  # (index, target key)
     found: Future | None = None
 
@@ -145,12 +145,13 @@ class UnchangedSkipper:
         self.stored = StoredFingerprints(engine, table, self.keys, table.c.get("deleted_at"))
         self.stored.begin(conn)
 
-    def prepare(self, chunk: Chunk) -> Prepared:
+    def prepare(self, chunk: Chunk, *, defer: bool = False) -> Prepared:
         """Fingerprints for every chunk (they are stored with the rows); a lookup only when the
-        table held rows when the run started."""
-        fps = self.fingerprinter.of(chunk.records, chunk.raw)
+        table held rows when the run started. `defer`: without a lookup, leave the fingerprints
+        to whoever maps the chunk (a mapping worker computes them there)."""
         if self.stored is None or not self.stored.active:
-            return Prepared(chunk, fps)
+            return Prepared(chunk, None if defer else self.fingerprinter.of(chunk.records, chunk.raw))
+        fps = self.fingerprinter.of(chunk.records, chunk.raw)
         records = chunk.records
         columns = self._as_read_key(chunk.as_read)
         candidates: list[tuple[int, tuple]] = []
@@ -204,17 +205,22 @@ class UnchangedSkipper:
         return self._key_columns[layout]
 
     def unchanged(self, prepared: Prepared) -> dict[int, tuple]:
-        """Index -> key of each record whose stored row has its fingerprint. A key of the two
-        chunks handed to the writer since the lookup started is never skipped: the lookup may have
-        read its row before they committed."""
+        """Index -> key of each record whose stored row has its fingerprint. A key of the recent
+        chunks handed over (not yet committed when the lookup started) is never skipped: the
+        lookup may have read its row before they committed."""
         stored = prepared.found.result()
         fps = prepared.fps
         recent = set().union(*self.in_flight)
         return {i: key for i, key in prepared.candidates if stored.get(key) == fps[i] and key not in recent}
 
     def handed_over(self, keys: set[tuple]) -> None:
-        """The keys of a chunk about to be written."""
+        """The keys of a chunk about to be mapped and written."""
         self.in_flight.append(keys)
+
+    def track_in_flight(self, chunks: int) -> None:
+        """Remember the keys of this many recent chunks: mapping workers queue chunks between a
+        lookup and their commit."""
+        self.in_flight = deque(self.in_flight, maxlen=max(chunks, self.in_flight.maxlen or 0))
 
     def seen(self, chunk: Chunk, skip: dict[int, tuple]) -> list[dict]:
         """The skipped records as {key field: value} for a delete sweep (only the last one without

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Iterator
+from functools import partial
+from typing import Callable, Iterator
 
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
@@ -13,6 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from ..adapters.targets.base import MergePlan, TargetDialect, dialect_for
 from ..redact import redact
 from ..spec import Spec
+from .chunkmap import EncodedRows
 from .deletes import DELETED_AT, deleted_at_column, soft_deletes
 from .fingerprint import FP_COLUMN, fingerprint_column, uses_fingerprints
 from .sqltypes import column_type, type_family
@@ -63,6 +65,9 @@ class Writer:
         self.dialect: TargetDialect = dialect_for(engine)
         self.stage: sa.Table | None = None
         self.soft_deletes = soft_deletes(spec)
+        # The table held no row when the run started: a batch is loaded straight into it until
+        # the database refuses one (a key written earlier in this run), then merged as usual.
+        self.direct = False
 
     def reset_session(self) -> None:
         """Forget per-session state (the temporary staging table) after a reconnect."""
@@ -107,7 +112,17 @@ class Writer:
         for col in missing:
             conn.execute(sa.text(self.add_column_sql(col)))
             done.append(f"added column {self.table.name}.{col.name}")
+        self.direct = self.dialect.loads_direct and (bool(create) or self._unique_on_key(conn)) and \
+            conn.execute(sa.select(sa.literal(1)).select_from(self.table).limit(1)).first() is None
         return done
+
+    def _unique_on_key(self, conn: sa.Connection) -> bool:
+        """The stored table refuses a second row per key (what makes a straight load safe)."""
+        insp, name, key = sa.inspect(conn), self.table.name, set(self.spec.target.key)
+        unique = [insp.get_pk_constraint(name).get("constrained_columns") or []]
+        unique += [u["column_names"] for u in insp.get_unique_constraints(name)]
+        unique += [i["column_names"] for i in insp.get_indexes(name) if i.get("unique")]
+        return any(set(cols) == key for cols in unique)
 
     # -- rows ------------------------------------------------------------------------------------
     def _plan(self) -> MergePlan:
@@ -115,34 +130,50 @@ class Writer:
                          keys=list(self.spec.target.key), cursor=self.spec.cursor_field, force=self.force,
                          fingerprint=FP_COLUMN if FP_COLUMN in self.table.c else None)
 
-    def write(self, conn: sa.Connection, rows: list[dict]) -> WriteResult:
-        """Upsert rows (inside the caller's transaction) in sub-batches of batch_size."""
+    def write(self, conn: sa.Connection, rows: list[dict] | None, encoded: EncodedRows | None = None,
+              rows_of: Callable[[], list[dict]] | None = None) -> WriteResult:
+        """Upsert rows (inside the caller's transaction) in sub-batches of batch_size. With
+        `encoded` (a mapping worker's COPY text per batch) no row dicts are needed unless a batch
+        fails: then `rows_of()` gives the chunk's rows, in the same order, for the row-by-row retry."""
         if self.stage is None:
             self.stage = self.dialect.create_stage(conn, self.table)
         plan = self._plan()
         result = WriteResult()
-        if self.soft_deletes:  # an upserted row is live again: deleted_at goes back to NULL
-            for r in rows:
-                r[DELETED_AT] = None
-        for batch in _batches(rows, self.batch_size):
+        if encoded is None:
+            if self.soft_deletes:  # an upserted row is live again: deleted_at goes back to NULL
+                for r in rows:
+                    r[DELETED_AT] = None
+            loads = [(partial(self.dialect.load_stage, rows=batch), len(batch))
+                     for batch in _batches(rows, self.batch_size)]
+        else:  # deleted_at is not among the mapped fields: it was encoded as NULL
+            loads = [(partial(self.dialect.load_stage_text, names=encoded.columns, text=text), n)
+                     for text, n in encoded.texts]
+        start = 0
+        for load, n in loads:
             savepoint = conn.begin_nested()
             try:
-                self._merge(conn, plan, batch, result)
+                self._merge(conn, plan, load, n, result)
                 savepoint.commit()
             except DBAPIError as e:
                 if e.connection_invalidated:  # the target went away: no row is to blame
                     raise
                 savepoint.rollback()
                 log.warning("bulk upsert of %d rows into %s failed (%s); retrying row by row",
-                            len(batch), self.table.name, _short(e))
-                for row in batch:
+                            n, self.table.name, _short(e))
+                if rows is None:
+                    rows = rows_of()
+                    if self.soft_deletes:
+                        for r in rows:
+                            r[DELETED_AT] = None
+                for row in rows[start:start + n]:
                     sp = conn.begin_nested()
                     try:
-                        self._merge(conn, plan, [row], result)
+                        self._merge(conn, plan, partial(self.dialect.load_stage, rows=[row]), 1, result)
                         sp.commit()
                     except DBAPIError as row_error:
                         sp.rollback()
                         result.rejected.append((row, f"database refused the row: {_short(row_error)}"))
+            start += n
         return result
 
     def close(self, conn: sa.Connection) -> None:
@@ -155,15 +186,25 @@ class Writer:
                 log.debug("could not drop staging table %s: %s", self.stage.name, _short(e))
             self.stage = None
 
-    def _merge(self, conn: sa.Connection, plan: MergePlan, batch: list[dict], result: WriteResult) -> None:
+    def _merge(self, conn: sa.Connection, plan: MergePlan, load: Callable[..., None], n: int,
+               result: WriteResult) -> None:
+        """Stage one batch of `n` rows with `load(conn, stage)`, then merge it; into a table that
+        was empty, load it straight in while the database accepts that."""
+        if self.direct:
+            if self.dialect.load_direct(conn, self.table, load):
+                result.created += n
+                return
+            self.direct = False
+            log.info("%s: a batch could not be loaded straight into %s (a key already stored); "
+                     "merging through the staging table from here on", self.spec.name, self.table.name)
         self.dialect.clear_stage(conn, self.stage)
-        self.dialect.load_stage(conn, self.stage, batch)
+        load(conn, self.stage)
         created, updated, stale = self.dialect.merge_counted(conn, plan)
         result.created += created
         result.updated += updated
         result.stale += stale
-        result.unchanged += len(batch) - created - updated - stale
-        if plan.fingerprint and created + updated + stale < len(batch):
+        result.unchanged += n - created - updated - stale
+        if plan.fingerprint and created + updated + stale < n:
             self.dialect.refresh_fingerprints(conn, plan)
 
 

@@ -1,41 +1,71 @@
 """The contract between the generic engine and a source adapter."""
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import starmap
+from decimal import Decimal
+from itertools import repeat, starmap
+from operator import itemgetter
 from typing import Any, Callable, Iterator, Protocol
 
 from ...runtime.strategy import Window
 from ...spec import Spec
 
 
+_SCAN = json.JSONDecoder(parse_float=Decimal).scan_once  # the C scanner: no whitespace regex per row
+
+
+def decode_arrays(raw: list[str]) -> list[list]:
+    """Packed rows' JSON texts -> their arrays (decimals stay Decimal)."""
+    return list(map(itemgetter(0), map(_SCAN, raw, repeat(0))))
+
+
+@dataclass(frozen=True)
+class RecordRecipe:
+    """How a packed row's array becomes its record, as plain picklable data: column names and
+    the converter (a module-level function or class) of each column that needs one. A mapping
+    worker process rebuilds the record maker from it."""
+    names: tuple[str, ...]
+    convert: tuple[tuple[int, Callable[[Any], Any]], ...]
+
+
 class LazyRecords(Sequence):
-    """A packed chunk's records, each built from its decoded array the first time it is asked
-    for: a record skipped as unchanged (row fingerprints) is never built at all."""
+    """A packed chunk's records, decoded from their JSON text and built the first time they are
+    asked for: a record skipped as unchanged (row fingerprints) is never built, and a chunk
+    mapped by a worker process is decoded there, not here."""
 
-    __slots__ = ("arrays", "make", "built")
+    __slots__ = ("raw", "make", "recipe", "built", "_arrays")
 
-    def __init__(self, arrays: list[list], make: Callable[..., dict]):
-        self.arrays = arrays
+    def __init__(self, raw: list[str], make: Callable[..., dict], recipe: RecordRecipe | None = None):
+        self.raw = raw
         self.make = make
-        self.built: list[dict | None] = [None] * len(arrays)
+        self.recipe = recipe
+        self.built: list[dict | None] = [None] * len(raw)
+        self._arrays: list[list] | None = None
+
+    @property
+    def arrays(self) -> list[list]:
+        if self._arrays is None:
+            self._arrays = decode_arrays(self.raw)
+        return self._arrays
 
     def __len__(self) -> int:
-        return len(self.arrays)
+        return len(self.raw)
 
     def all(self) -> list[dict]:
         """Every record, built in one C-level pass where none was built yet."""
         if not any(self.built):
             self.built = list(starmap(self.make, self.arrays))
-        return [self[i] for i in range(len(self.arrays))] if None in self.built else self.built
+        return [self[i] for i in range(len(self.raw))] if None in self.built else self.built
 
     def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self.arrays)))]
+            return [self[j] for j in range(*i.indices(len(self.raw)))]
         rec = self.built[i]
         if rec is None:
-            rec = self.built[i] = self.make(*self.arrays[i])
+            array = self._arrays[i] if self._arrays is not None else _SCAN(self.raw[i], 0)[0]
+            rec = self.built[i] = self.make(*array)
         return rec
 
 

@@ -19,11 +19,9 @@ whole query plainly, and the run's metrics say why (`packed_off`) or how many ro
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 from dataclasses import dataclass
 from decimal import Decimal
-from itertools import repeat
 from operator import itemgetter
 from typing import Any, Callable, Iterator
 from zoneinfo import ZoneInfo
@@ -36,29 +34,28 @@ from ...runtime.codec import decode, encode
 from ...runtime.strategy import Window
 from ...runtime.templating import WINDOW_PARAMS, render_sql
 from ...spec import Spec
-from .base import Chunk, LazyRecords, SourceMetrics
+from .base import Chunk, LazyRecords, RecordRecipe, SourceMetrics
 
 PHASE_CURSOR, PHASE_NULL, PHASE_ALL = "cursor", "null", "all"
 STREAM_SPAN = 100_000   # rows per streaming query: bounds a query's snapshot age, not memory
 
 
-def _pymysql_datetime() -> Callable[[Any], Any]:
+def pymysql_datetime(s: Any) -> Any:
     """PyMySQL's DATETIME converter is a regex and int() per part: about a third of the read cost of
-    a row with two timestamps (bench: 1.45 s -> 0.99 s per 100,000 rows). MySQL always sends 'YYYY-MM-DD HH:MM:SS[.f...]', which fromisoformat (C)
-    parses to the same value; anything else (zero dates, odd input) goes to PyMySQL's own converter,
-    so results are identical."""
+    a row with two timestamps (bench: 1.45 s -> 0.99 s per 100,000 rows). MySQL always sends
+    'YYYY-MM-DD HH:MM:SS[.f...]', which fromisoformat (C) parses to the same value; anything else
+    (zero dates, odd input) goes to PyMySQL's own converter, so results are identical. A
+    module-level function: a packed chunk's recipe carries it to mapping worker processes."""
+    if s.__class__ is str and s[10:11] == " " and (len(s) == 19 or (s[19] == "." and len(s) <= 26)):
+        try:
+            return _fromisoformat(s)
+        except ValueError:
+            pass
     from pymysql.converters import convert_datetime
+    return convert_datetime(s)
 
-    fromisoformat = dt.datetime.fromisoformat
 
-    def to_datetime(s: Any) -> Any:
-        if s.__class__ is str and s[10:11] == " " and (len(s) == 19 or (s[19] == "." and len(s) <= 26)):
-            try:
-                return fromisoformat(s)
-            except ValueError:
-                pass
-        return convert_datetime(s)
-    return to_datetime
+_fromisoformat = dt.datetime.fromisoformat
 
 
 def driver_options(url: str) -> dict:
@@ -69,7 +66,7 @@ def driver_options(url: str) -> dict:
     from pymysql.constants import FIELD_TYPE
     from pymysql.converters import conversions
     conv = dict(conversions)
-    conv[FIELD_TYPE.DATETIME] = conv[FIELD_TYPE.TIMESTAMP] = _pymysql_datetime()
+    conv[FIELD_TYPE.DATETIME] = conv[FIELD_TYPE.TIMESTAMP] = pymysql_datetime
     return {"connect_args": {"conv": conv}}
 
 
@@ -84,6 +81,11 @@ class Packing:
     select: str                     # JSON_ARRAY(...) over the src columns
     record: Callable[..., dict]     # a decoded array's items -> the record plain mode reads
     as_read: dict[str, int]         # column -> its index in the array, for columns read as they are
+    recipe: RecordRecipe            # `record` as picklable data (for mapping worker processes)
+
+
+def recipe_maker(recipe: RecordRecipe) -> Callable[..., dict]:
+    return record_maker(list(recipe.names), dict(recipe.convert))
 
 
 def record_maker(names: list[str], convert: dict[int, Callable[[Any], Any]]) -> Callable[..., dict]:
@@ -143,7 +145,8 @@ def plan_packing(cursor: Any, quote: Callable[[str], str]) -> Packing | str:
             convert[i] = got[1]
     names = [f.name for f in result.fields]
     return Packing(f"JSON_ARRAY({', '.join(columns)})", record_maker(names, convert),
-                   {n: i for i, n in enumerate(names) if i not in convert})
+                   {n: i for i, n in enumerate(names) if i not in convert},
+                   RecordRecipe(tuple(names), tuple(sorted(convert.items()))))
 
 
 class SqlSource:
@@ -300,19 +303,14 @@ class SqlSource:
     @staticmethod
     def _packed_batches(result: sa.CursorResult, packing: Packing, size: int
                         ) -> Iterator[tuple[LazyRecords, list[str]]]:
-        """_batches for packed rows, with each record's JSON text. The C scanner is called directly
-        (JSONDecoder.decode adds two regex calls per row for whitespace the server never sends);
-        records are built from the decoded arrays only when asked for (LazyRecords)."""
-        scan, first, zeros = json.JSONDecoder(parse_float=Decimal).scan_once, itemgetter(0), repeat(0)
+        """_batches for packed rows, with each record's JSON text; records are decoded and built
+        only when asked for (LazyRecords)."""
+        first = itemgetter(0)
         while batch := result.fetchmany(size):
             raw = list(map(first, batch))
-            try:
-                arrays = list(map(first, map(scan, raw, zeros)))
-            except TypeError:
-                if None in raw:
-                    raise PackedRowTooLarge("a row's JSON_ARRAY exceeds max_allowed_packet") from None
-                raise
-            yield LazyRecords(arrays, packing.record), raw
+            if None in raw:
+                raise PackedRowTooLarge("a row's JSON_ARRAY exceeds max_allowed_packet")
+            yield LazyRecords(raw, packing.record, packing.recipe), raw
 
     def _packed(self, conn: sa.Connection, window: Window, phase: str) -> Packing | None:
         """The packed read for this source's query, probed once (LIMIT 0: the server returns the

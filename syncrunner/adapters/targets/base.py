@@ -31,6 +31,14 @@ class MergePlan:
 class TargetDialect:
     name = "generic"
     distinct_op = "IS DISTINCT FROM"   # null-safe "differs" between two column references
+    loads_text = False                 # takes rows pre-encoded as COPY text (load_stage_text)
+    loads_direct = False               # can bulk-load new rows straight into the target (load_direct)
+
+    def load_direct(self, conn: sa.Connection, target: sa.Table, load: Callable[..., None]) -> bool:
+        """Load a batch of rows none of which is stored yet straight into the target table (no
+        stage, no merge). False, with nothing loaded, if the database refused it (a key already
+        stored, a constraint): the caller then merges the batch the normal way."""
+        raise NotImplementedError
 
     def __init__(self, engine: sa.Engine):
         self.engine = engine

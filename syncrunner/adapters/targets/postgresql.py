@@ -82,8 +82,38 @@ def column_encoder(col: sa.Column, dialect: sa.Dialect) -> ColumnEncoder:
     return lambda vals: [generic(v) for v in vals]
 
 
+def stage_encoders(table: sa.Table, dialect: sa.Dialect) -> tuple[list[str], list[ColumnEncoder]]:
+    """The staging table's column names and their COPY encoders."""
+    return [c.name for c in table.columns], [column_encoder(c, dialect) for c in table.columns]
+
+
+def encode_rows(names: list[str], encoders: list[ColumnEncoder], rows: list[dict]) -> str:
+    """Rows as COPY text: one line per row, columns in `names` order, column-wise encoding."""
+    columns = [enc([r.get(n) for r in rows]) for n, enc in zip(names, encoders)]
+    lines = list(map("\t".join, zip(*columns)))
+    lines.append("")
+    return "\n".join(lines)
+
+
 class PostgresTarget(TargetDialect):
     name = "postgresql"
+
+    def __init__(self, engine: sa.Engine):
+        super().__init__(engine)
+        self.loads_text = engine.dialect.driver == "psycopg2"  # copy_expert, and the workers' encoders
+        self.loads_direct = self.loads_text
+
+    def load_direct(self, conn: sa.Connection, target: sa.Table, load: Callable[..., None]) -> bool:
+        """COPY straight into the target, inside a savepoint: a first load costs PostgreSQL one
+        COPY per batch instead of a COPY into the stage plus an INSERT ... ON CONFLICT from it."""
+        savepoint = conn.begin_nested()
+        try:
+            load(conn, target)
+        except (sa.exc.IntegrityError, sa.exc.DataError):  # e.g. a key this run already wrote
+            savepoint.rollback()
+            return False
+        savepoint.commit()
+        return True
 
     def clear_stage(self, conn: sa.Connection, stage: sa.Table) -> None:
         conn.execute(sa.text(f"TRUNCATE {self.q(stage.name)}"))
@@ -91,23 +121,32 @@ class PostgresTarget(TargetDialect):
     def _encoders(self, conn: sa.Connection, stage: sa.Table) -> tuple[list[str], list[ColumnEncoder]]:
         cached = getattr(stage, "_sr_copy", None)
         if cached is None:
-            cached = ([c.name for c in stage.columns], [column_encoder(c, conn.dialect) for c in stage.columns])
+            cached = stage_encoders(stage, conn.dialect)
             stage._sr_copy = cached
         return cached
 
     def load_stage(self, conn: sa.Connection, stage: sa.Table, rows: list[dict]) -> None:
         """COPY ... FROM STDIN: the fastest bulk path into PostgreSQL; NULL is \\N."""
         names, encoders = self._encoders(conn, stage)
-        columns = [enc([r.get(n) for r in rows]) for n, enc in zip(names, encoders)]
-        lines = list(map("\t".join, zip(*columns)))
-        lines.append("")
+        self.load_stage_text(conn, stage, names, encode_rows(names, encoders, rows))
+
+    def load_stage_text(self, conn: sa.Connection, stage: sa.Table, names: list[str], text: str) -> None:
+        """COPY rows already encoded by `encode_rows` (e.g. by a mapping worker process)."""
+        import psycopg2
         cols = ", ".join(self.q(n) for n in names)
-        cur = conn.connection.dbapi_connection.cursor()
+        sql = f"COPY {self.q(stage.name)} ({cols}) FROM STDIN"
+        raw = conn.connection.dbapi_connection
+        cur = raw.cursor()
         try:
-            cur.copy_expert(f"COPY {self.q(stage.name)} ({cols}) FROM STDIN", io.StringIO("\n".join(lines)),
-                            size=1 << 20)
+            cur.copy_expert(sql, io.StringIO(text), size=1 << 20)
+        except psycopg2.Error as e:  # as SQLAlchemy raises them: a lost connection is retried, a refused row is not
+            if isinstance(e, psycopg2.OperationalError) or raw.closed:
+                conn.invalidate(e)
+            raise sa.exc.DBAPIError.instance(sql, None, e, psycopg2.Error,
+                                             connection_invalidated=conn.invalidated) from e
         finally:
-            cur.close()
+            if not cur.closed:
+                cur.close()
 
     def merge(self, conn: sa.Connection, plan: MergePlan) -> tuple[int, int]:
         created, updated, _ = self.merge_counted(conn, plan)

@@ -1,0 +1,189 @@
+"""Mapping worker processes (runtime/mapworkers.py) and the straight first load (Writer.direct):
+a run whose chunks are mapped by workers writes exactly what a run mapping in its own process
+writes, and no failure of a worker loses or duplicates a row. Real MariaDB source, real
+PostgreSQL target, real worker processes."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from syncrunner.dburl import create_engine
+from tests.helpers import (BASE_TS, cli, cli_env, cli_start, history, item, make_source, rows, sync,
+                           write_spec)
+from tests.test_deletes import SOFT, _delete_upstream, _deleted
+
+
+class Chunks:
+    """Observer: the run's stats after each committed chunk; `act(n)` runs after chunk n."""
+
+    def __init__(self, act=None):
+        self.seen: list[tuple[int, dict]] = []
+        self.act = act
+
+    def started(self, spec, window, total):
+        pass
+
+    def chunk_done(self, spec, chunk_no, stats):
+        self.seen.append((chunk_no, stats.as_dict()))
+        if self.act:
+            self.act(chunk_no)
+
+    def finished(self, result):
+        pass
+
+
+def _metrics(url, entity) -> dict:
+    m = rows(url, "SELECT performance_metrics FROM sync_history WHERE sync_type = :e ORDER BY id DESC LIMIT 1",
+             e=entity)[0][0]
+    return json.loads(m) if isinstance(m, str) else m
+
+
+def _table(url, table) -> list[tuple]:
+    """Fingerprints are salted with the spec's digest (these specs differ by table): the no-change
+    run skipping every row is what shows a worker's fingerprints equal this process's."""
+    return [tuple(r) for r in rows(url, f"SELECT id, name, email, amount, seen_on, updated_at "
+                                        f"FROM {table} ORDER BY id")]
+
+
+def _dead(url, entity) -> list[tuple]:
+    """The entity's dead letters, with its table name and the (spec-salted) fingerprint taken out."""
+    out = []
+    for key, field, action, reason, raw in rows(url, "SELECT record_key, field, action, reason, raw_record "
+                                                     "FROM sync_dead_letters WHERE sync_type = :e", e=entity):
+        record = json.loads(raw)
+        record.pop("_sr_fingerprint", None)
+        out.append((key, field, action, reason.replace(entity, "TABLE"), record))
+    return sorted(out, key=repr)
+
+
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "plain"])
+def test_workers_write_exactly_what_the_run_process_writes(tmp_path, mysql_url, pg_url, monkeypatch, packed):
+    monkeypatch.setenv("SYNCRUNNER_SQL_PACKED", "1" if packed else "0")
+    monkeypatch.setenv("SYNCRUNNER_MAP_WORKERS_AFTER", "0")  # every chunk to the workers
+    src = make_source(mysql_url, 6000)
+    with src.begin() as c:  # records the mapping rejects
+        c.execute(item.update().where(item.c.id == 3).values(email="not-an-email"))
+        c.execute(item.update().where(item.c.id == 4).values(name=None))
+        c.execute(item.update().where(item.c.id == 2500).values(seen_on="0000-00-00"))
+    engine = create_engine(pg_url)
+    results = {}
+    for workers in (0, 2):
+        table = f"items_w{workers}"
+        with engine.begin() as c:  # rows the database refuses: a straight load, then a bulk merge fail
+            c.execute(sa.text(f"CREATE TABLE {table} (id BIGINT PRIMARY KEY, name VARCHAR NOT NULL, "
+                              "email VARCHAR, amount NUMERIC(12,2), seen_on DATE, updated_at TIMESTAMPTZ NOT NULL, "
+                              "_sr_fingerprint BIGINT, CHECK (id <> 4500 AND id <> 5999))"))
+        spec = write_spec(tmp_path, chunk_size=1000, batch_size=400, name=f"{table}.yaml", entity=table, table=table)
+        first, again = Chunks(), Chunks()
+        r1 = sync(spec, mysql_url, pg_url, map_workers=workers, observers=[first])
+        m1 = _metrics(pg_url, table)
+        r2 = sync(spec, mysql_url, pg_url, map_workers=workers, observers=[again], full=True)
+        m2 = _metrics(pg_url, table)
+        results[workers] = dict(stats=(r1.stats, r2.stats), status=(r1.status, r2.status),
+                                watermark=(r1.watermark, r2.watermark), chunks=(first.seen, again.seen),
+                                table=_table(pg_url, table), dead=_dead(pg_url, table),
+                                by_workers=(m1["chunks_mapped_by_workers"], m2["chunks_mapped_by_workers"]))
+    engine.dispose()
+    here, pooled = results[0], results[2]
+    assert here["by_workers"] == (0, 0)
+    assert pooled["by_workers"] == (6, 6)  # the first run and the no-change run: every chunk
+    assert here["status"] == pooled["status"] == ("partial", "success")
+    s1, s2 = pooled["stats"]
+    assert (s1.fetched, s1.created, s1.failed) == (6000, 5995, 5)
+    assert (s2.unchanged, s2.skipped, s2.failed, s2.known_bad) == (5995, 5995, 0, 5)
+    for key in ("stats", "watermark", "chunks", "table", "dead"):
+        assert pooled[key] == here[key], key
+    assert {d[0] for d in pooled["dead"]} == {"3", "4", "2500", "4500", "5999"}
+
+
+def test_a_killed_worker_costs_no_row(tmp_path, mysql_url, pg_url, monkeypatch):
+    import multiprocessing
+    monkeypatch.setenv("SYNCRUNNER_MAP_WORKERS_AFTER", "0")
+    make_source(mysql_url, 20000)
+
+    def kill_workers(chunk_no):
+        if chunk_no == 5:
+            for p in multiprocessing.active_children():
+                os.kill(p.pid, signal.SIGKILL)
+    result = sync(write_spec(tmp_path, chunk_size=500), mysql_url, pg_url, map_workers=2,
+                  observers=[Chunks(kill_workers)])
+    assert result.status == "success"
+    assert (result.stats.fetched, result.stats.created) == (20000, 20000)
+    assert rows(pg_url, "SELECT COUNT(*), COUNT(DISTINCT id), MIN(id), MAX(id) FROM items")[0] == (20000, 20000, 1, 20000)
+    m = _metrics(pg_url, "items")
+    assert m["map_workers_stopped"] == "a mapping worker process died"
+    assert 4 <= m["chunks_mapped_by_workers"] < 40
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(d.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def test_a_run_killed_outright_leaves_no_worker_behind_and_the_next_run_catches_up(
+        tmp_path, mysql_url, pg_url):
+    n = 60000
+    make_source(mysql_url, n)
+    spec = write_spec(tmp_path, chunk_size=500)
+    env = cli_env(mysql_url, pg_url, SYNCRUNNER_MAP_WORKERS="2", SYNCRUNNER_MAP_WORKERS_AFTER="0")
+    proc = cli_start("run", spec, env=env)
+    deadline = time.monotonic() + 60
+    workers: list[int] = []
+    while time.monotonic() < deadline and len(workers) < 2:
+        workers = [p for p in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        time.sleep(0.05)
+    assert len(workers) == 2, "the run did not start its workers"
+    proc.kill()
+    proc.communicate(timeout=30)  # returns only once no process holds its output open
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in workers):
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{p}").exists() for p in workers)
+    nxt = cli("run", spec, env=env)
+    assert nxt.returncode == 0, nxt.stdout + nxt.stderr
+    assert rows(pg_url, "SELECT COUNT(*), COUNT(DISTINCT id) FROM items")[0] == (n, n)
+
+
+def test_a_delete_sweep_sees_the_keys_of_chunks_mapped_by_workers(tmp_path, mysql_url, pg_url, monkeypatch):
+    monkeypatch.setenv("SYNCRUNNER_MAP_WORKERS_AFTER", "0")
+    src = make_source(mysql_url, 3000)
+    spec = write_spec(tmp_path, chunk_size=500, extra=SOFT)
+    sync(spec, mysql_url, pg_url, map_workers=2)
+    _delete_upstream(src, range(100, 110))
+    with src.begin() as c:  # changed rows are mapped (by the workers), unchanged ones skipped
+        c.execute(item.update().where(item.c.id > 2000).values(name="changed"))
+    result = sync(spec, mysql_url, pg_url, map_workers=2, full=True)
+    assert result.status == "success"
+    assert (result.stats.updated, result.stats.skipped) == (1000, 1990)
+    assert _deleted(pg_url) == list(range(100, 110))
+    assert _metrics(pg_url, "items")["chunks_mapped_by_workers"] == 6
+
+
+def test_a_first_load_goes_straight_in_until_a_key_comes_twice(tmp_path, mysql_url, pg_url, caplog):
+    src = make_source(mysql_url, 2000)
+
+    def move_a_written_row(chunk_no):
+        if chunk_no == 1:  # row 10 is stored; its new version comes again later in this run
+            with src.begin() as c:
+                c.execute(item.update().where(item.c.id == 10).values(
+                    name="moved", updated_at=BASE_TS + __import__("datetime").timedelta(days=30)))
+    with caplog.at_level("INFO", logger="syncrunner.writer"):
+        result = sync(write_spec(tmp_path, chunk_size=500, batch_size=500), mysql_url, pg_url,
+                      map_workers=0, observers=[Chunks(move_a_written_row)])
+    assert result.status == "success"
+    assert (result.stats.fetched, result.stats.created, result.stats.updated) == (2001, 2000, 1)
+    assert rows(pg_url, "SELECT name FROM items WHERE id = 10")[0][0] == "moved"
+    assert rows(pg_url, "SELECT COUNT(*), COUNT(DISTINCT id) FROM items")[0] == (2000, 2000)
+    assert "merging through the staging table from here on" in caplog.text
