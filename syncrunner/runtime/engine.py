@@ -8,6 +8,7 @@ import os
 import random
 import resource
 import socket
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
@@ -130,6 +131,7 @@ class SyncRun:
         self._mapped_here = 0                # rows mapped in this process so far
         self._handed = 0                     # chunks handed to the writer
         self._remapper: Mapper | None = None
+        self._remap_lock = threading.Lock()
         self._run_id = 0
 
     # -- public ----------------------------------------------------------------------------------
@@ -364,10 +366,11 @@ class SyncRun:
         its bulk batches (the row-by-row retry needs the rows). Runs on the writer thread too, so it
         has a Mapper of its own."""
         prepared, skipped, _ = item
-        if self._remapper is None:
-            self._remapper = Mapper(self.spec, skip_validation=self.opts.skip_validation)
-        return map_chunk(self.spec, self._remapper, self.key_getters, prepared.chunk.records,
-                         self._run_id, skip=skipped, fps=self._fingerprints(prepared))
+        with self._remap_lock:  # the main thread (a failed worker) and the writer may both get here
+            if self._remapper is None:
+                self._remapper = Mapper(self.spec, skip_validation=self.opts.skip_validation)
+            return map_chunk(self.spec, self._remapper, self.key_getters, prepared.chunk.records,
+                             self._run_id, skip=skipped, fps=self._fingerprints(prepared))
 
     def _map_here(self, prepared: Prepared, skipped: frozenset[int], run_id: int) -> MappedChunk:
         return map_chunk(self.spec, self.mapper, self.key_getters, prepared.chunk.records, run_id,
