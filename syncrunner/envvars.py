@@ -1,9 +1,10 @@
 """${VAR} and ${VAR:-default} interpolation of spec values."""
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 import yaml
 
@@ -62,3 +63,12 @@ def _substitute(text: str, env: Mapping[str, str], path: tuple, missing: list[Mi
         if typed is None or isinstance(typed, (bool, int, float)):
             return typed if result.strip() else result
     return result
+
+
+N = TypeVar("N", int, float)
+
+
+def env_number(name: str, default: N, cast: Callable[[str], N]) -> N:
+    """A tuning knob (SYNCRUNNER_*) as a number, or `default` when it is unset or blank."""
+    value = os.environ.get(name, "").strip()
+    return cast(value) if value else default

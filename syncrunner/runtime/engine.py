@@ -17,6 +17,7 @@ from typing import Any, Callable, Protocol
 import sqlalchemy as sa
 
 from ..adapters.sources.base import Chunk, Source, make_source
+from ..envvars import env_number
 from ..redact import redact
 from ..spec import Spec
 from . import history
@@ -42,8 +43,7 @@ DEFAULT_TARGET_RETRY_SECONDS = 60.0
 
 def target_retry_seconds() -> float:
     """How long a chunk keeps retrying while the target is unreachable (SYNCRUNNER_TARGET_RETRY_SECONDS)."""
-    value = os.environ.get("SYNCRUNNER_TARGET_RETRY_SECONDS", "").strip()
-    return float(value) if value else DEFAULT_TARGET_RETRY_SECONDS
+    return env_number("SYNCRUNNER_TARGET_RETRY_SECONDS", DEFAULT_TARGET_RETRY_SECONDS, float)
 
 
 def write_ahead_from_env() -> bool:

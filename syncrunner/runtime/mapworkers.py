@@ -30,6 +30,7 @@ from functools import lru_cache
 from typing import Any, Callable
 
 from ..adapters.sources.base import Chunk, LazyRecords, RecordRecipe, decode_arrays
+from ..envvars import env_number
 from ..spec import Spec
 from .chunkmap import EncodedRows, MappedChunk, map_chunk
 from .mapping import Mapper, make_getter
@@ -41,8 +42,7 @@ DEFAULT_MAX_WORKERS = 2
 
 def start_after_from_env() -> int:
     """SYNCRUNNER_MAP_WORKERS_AFTER: rows a run maps in its own process before starting workers."""
-    value = os.environ.get("SYNCRUNNER_MAP_WORKERS_AFTER", "").strip()
-    return int(value) if value else START_AFTER_ROWS
+    return env_number("SYNCRUNNER_MAP_WORKERS_AFTER", START_AFTER_ROWS, int)
 
 
 def workers_from_env() -> int:
