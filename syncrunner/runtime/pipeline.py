@@ -42,8 +42,17 @@ class WriteAhead:
         if self._has_inline:
             value, self._inline, self._has_inline = self._inline, None, False
             return value
-        fut, self._pending = self._pending, None
-        return fut.result() if fut is not None else None
+        fut = self._pending
+        if fut is None:
+            return None
+        try:
+            return fut.result()
+        finally:
+            # only a finished write is taken: a KeyboardInterrupt (second Ctrl-C) while waiting
+            # leaves it pending, so the run's error path still collects the chunk the writer
+            # thread goes on to commit, and SyncHistory counts what the target holds
+            if fut.done():
+                self._pending = None
 
     def close(self) -> None:
         if self._pool is not None:
