@@ -158,12 +158,17 @@ class UnchangedSkipper:
         rest: Iterable[int] = range(len(records))
         if columns is not None:  # the key as read: no record built (LazyRecords)
             if len(columns) == 1:
-                (j, _), = columns
-                keys_read = [(v,) for v in map(itemgetter(j), records.arrays)]
+                (j, cls), = columns
+                values = records.leading_ints() if (j, cls) == (0, int) else None
+                if values is None:
+                    values = list(map(itemgetter(j), records.arrays))
+                keys_read: list[tuple] = list(zip(values))  # 1-tuples, built in C
+                if set(map(type, values)) == {cls}:  # the usual case: every key checked at once
+                    candidates, columns = list(enumerate(keys_read)), []
             else:
                 keys_read = [tuple([a[j] for j, _ in columns]) for a in records.arrays]
             rest = []
-            for i, key in enumerate(keys_read):
+            for i, key in enumerate(keys_read if columns else ()):
                 if all(v.__class__ is cls for v, (_, cls) in zip(key, columns)):
                     candidates.append((i, key))
                 else:

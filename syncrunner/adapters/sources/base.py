@@ -50,6 +50,15 @@ class LazyRecords(Sequence):
             self._arrays = decode_arrays(self.raw)
         return self._arrays
 
+    def leading_ints(self) -> list[int] | None:
+        """Each row's first value when every one is an integer, read off the text without decoding
+        the rows (~0.3 against ~1.8 us/row): a key lookup of a no-change run needs no more. A
+        packed row starts `[<digits>,` (source/sql.py writes it); None if any row does not."""
+        try:
+            return [int(t[1:t.index(",")]) for t in self.raw]
+        except ValueError:  # a NULL, a string, a one-column row: decode instead
+            return None
+
     def __len__(self) -> int:
         return len(self.raw)
 
