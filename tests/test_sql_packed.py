@@ -1,4 +1,4 @@
-"""Packed rows: a MariaDB source read as one JSON_ARRAY per row, streamed or grouped (one
+"""Packed rows: a MariaDB source read as one JSON array text per row, streamed or grouped (one
 GROUP_CONCAT row per chunk), must hand out exactly the records a plain read does (same keys, values
 and value types), and fall back to plain reads where it cannot."""
 from __future__ import annotations
@@ -168,7 +168,7 @@ def test_bench_table_reads_packed(mysql_url, tmp_path, monkeypatch):
 
 
 def test_row_too_large_for_json_array_is_reread_plainly(mysql_url, tmp_path, monkeypatch):
-    """JSON_ARRAY is NULL, with only a warning, when a row's JSON exceeds max_allowed_packet; the
+    """The packed text is NULL (CONCAT), with only a warning, when a row's JSON exceeds max_allowed_packet; the
     plain row reads fine. The span is re-read plainly from the last chunk handed out."""
     engine = create_engine(mysql_url)
     with engine.begin() as c:
