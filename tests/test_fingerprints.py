@@ -123,3 +123,40 @@ def test_a_field_named_like_the_fingerprint_column_is_a_lint_error(tmp_path):
     spec.write_text(spec.read_text().replace("  id:         {from: id", "  _sr_fingerprint: {from: id, type: integer}\n  id:         {from: id"))
     _, problems = check_spec(spec, {"ITEM_DB_URL": "mysql+pymysql://x@h/db"})
     assert any(p.key == "fields._sr_fingerprint" and "rename" in p.message for p in problems), problems
+
+
+def test_stored_fingerprints_say_which_keys_do_not_match_the_same_on_every_target(target_url):
+    """The chunk lookup: PostgreSQL compares in the database (an anti-join over array parameters),
+    the other targets fetch the stored fingerprints; both must name exactly the keys whose live
+    stored row lacks the given fingerprint. Integer and string keys, a quote and a comma in one."""
+    import sqlalchemy as sa
+    from syncrunner.dburl import create_engine
+    from syncrunner.runtime.fingerprint import FP_COLUMN, StoredFingerprints
+    engine = create_engine(target_url)
+    md = sa.MetaData()
+    by_int = sa.Table("fp_int", md, sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+                      sa.Column(FP_COLUMN, sa.BigInteger), sa.Column("deleted_at", sa.DateTime))
+    by_text = sa.Table("fp_text", md, sa.Column("code", sa.String(40), primary_key=True),
+                       sa.Column(FP_COLUMN, sa.BigInteger), sa.Column("deleted_at", sa.DateTime))
+    gone = dt.datetime(2025, 1, 1)
+    stored = [(1, 10, None), (2, 20, None), (3, None, None), (4, 40, gone), (5, -(2 ** 63), None)]
+    codes = {1: 'a"b,c', 2: "plain", 3: "x\\y", 4: "{brace}", 5: "five"}
+    md.create_all(engine)
+    with engine.begin() as c:
+        c.execute(by_int.insert(), [dict(id=k, **{FP_COLUMN: f}, deleted_at=d) for k, f, d in stored])
+        c.execute(by_text.insert(), [dict(code=codes[k], **{FP_COLUMN: f}, deleted_at=d) for k, f, d in stored])
+    # asked: 1 same, 2 different, 3 stored without one, 4 soft-deleted, 5 same (smallest BIGINT), 6 missing
+    asked = [1, 2, 3, 4, 5, 6]
+    fps = [10, 21, 30, 40, -(2 ** 63), 60]
+    codes[6] = "six"
+    for table, keys, expect in ((by_int, [(k,) for k in asked], {(2,), (3,), (4,), (6,)}),
+                                (by_text, [(codes[k],) for k in asked], {(codes[k],) for k in (2, 3, 4, 6)})):
+        lookup = StoredFingerprints(engine, table, [table.primary_key.columns.keys()[0]], table.c.deleted_at)
+        with engine.connect() as c:
+            lookup.begin(c)
+        assert lookup.unmatched(keys, fps) == expect
+        with_deleted = StoredFingerprints(engine, table, [table.primary_key.columns.keys()[0]], None)
+        with engine.connect() as c:
+            with_deleted.begin(c)
+        assert with_deleted.unmatched(keys, fps) == expect - {keys[3]}
+    engine.dispose()

@@ -327,7 +327,7 @@ class SyncRun:
         skip = self.skipper.unchanged(prepared) if prepared.found is not None else {}
         seen = self.skipper.seen(prepared.chunk, skip) if skip else []
         if prepared.found is not None:
-            self.skipper.handed_over({key for _, key in prepared.candidates})
+            self.skipper.handed_over({key for i, key in prepared.candidates if i not in skip})
         skipped = frozenset(skip)
         if self._pooled():
             self.pool.submit((prepared, skipped, seen), prepared.chunk, skipped, prepared.fps,

@@ -6,7 +6,8 @@ JSON text when the source reads packed rows, else the repr of its values), salte
 digest, the syncrunner version and the run's validation flag: editing the spec or upgrading
 changes every fingerprint, so the next run maps everything once. The hash is stored with the row
 in `_sr_fingerprint`. Per chunk, the records' target keys (read straight from the packed row when
-the key is a plain column, else a compiled projection of just the key fields) are looked up; a record whose stored fingerprint equals its own is counted
+the key is a plain column, else a compiled projection of just the key fields) are looked up (on PostgreSQL the database compares: it sends back only the keys
+whose stored fingerprint differs); a record whose stored fingerprint equals its own is counted
 unchanged and skipped, its key still counted as seen by a delete sweep and its cursor still moving
 the watermark. A stored row edited in the target is not compared while its source row stays the
 same (`--force` rewrites it). Everything else takes the normal path: map, validate, upsert (which compares
@@ -25,7 +26,6 @@ from operator import itemgetter
 from typing import Iterable
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
 
 from .. import __version__
 from ..adapters.sources.base import BadRecord, Chunk
@@ -86,34 +86,65 @@ class StoredFingerprints:
         """Only a table that already holds rows can hold a match (a first load skips the lookups)."""
         self.active = conn.execute(sa.select(self.fp).limit(1)).first() is not None
 
-    def fetch(self, keys: list[tuple]) -> dict[tuple, int]:
+    def unmatched(self, keys: list[tuple], fps: list[int]) -> set[tuple]:
+        """The keys (of `keys`, paired with `fps`) whose stored row does not carry that fingerprint:
+        missing, different, soft-deleted. On PostgreSQL the database compares (an anti-join over
+        the chunk's arrays): a chunk that did not change sends back no row, and the run's
+        process builds nothing per key."""
+        if not self.active or not keys:
+            return set(keys)
+        with self.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
+            anti = self._anti_join(conn) if len(self.keys) == 1 else None
+            if anti is not None:
+                out = {(k,) for k, in conn.execute(anti, {"keys": _array_param([k[0] for k in keys]),
+                                                          "fps": _array_param(fps)})}
+            else:
+                stored = self._fetch(conn, keys)
+                out = {k for k, fp in zip(keys, fps) if stored.get(k) != fp}
+            conn.rollback()
+        return out
+
+    def _anti_join(self, conn: sa.Connection) -> sa.TextClause | None:
+        """PostgreSQL, one integer or string key column: the chunk's keys and fingerprints as two
+        array parameters, the keys that do not match sent back. None elsewhere."""
+        key = self.keys[0]
+        kind = "BIGINT[]" if isinstance(key.type, sa.Integer) else "TEXT[]" if isinstance(key.type, sa.String) else None
+        if conn.dialect.name != "postgresql" or kind is None:
+            return None
+        q = conn.dialect.identifier_preparer.quote
+        t = q(self.table.name)
+        live = f" AND t.{q(self.live_only.name)} IS NULL" if self.live_only is not None else ""
+        return sa.text(f"SELECT s.k FROM unnest(CAST(:keys AS {kind}), CAST(:fps AS BIGINT[])) AS s(k, f) "
+                       f"WHERE NOT EXISTS (SELECT 1 FROM {t} AS t WHERE t.{q(key.name)} = s.k "
+                       f"AND t.{q(self.fp.name)} = s.f{live})")
+
+    def _fetch(self, conn: sa.Connection, keys: list[tuple]) -> dict[tuple, int]:
         """Key -> fingerprint of the stored rows (of the live ones, with soft deletes)."""
         found: dict[tuple, int] = {}
-        if not self.active or not keys:
-            return found
         single = len(self.keys) == 1
-        with self.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
-            # PostgreSQL: one `= ANY(array)` per chunk; planning a long IN list costs more
-            step = len(keys) if single and conn.dialect.name == "postgresql" else LOOKUP_SLICE
-            for i in range(0, len(keys), step):
-                part = keys[i:i + step]
-                if step != LOOKUP_SLICE:
-                    cond = self.keys[0] == sa.any_(sa.bindparam("keys", [k[0] for k in part],
-                                                                type_=ARRAY(self.keys[0].type)))
-                elif single:
-                    cond = self.keys[0].in_([k[0] for k in part])
-                else:
-                    cond = sa.tuple_(*self.keys).in_(part)
-                q = sa.select(*self.keys, self.fp).where(cond, self.fp.is_not(None))
-                if self.live_only is not None:
-                    q = q.where(self.live_only.is_(None))
-                rows = conn.execute(q).fetchall()
-                if single:
-                    found.update({(k,): fp for k, fp in rows})
-                else:
-                    found.update({tuple(r[:-1]): r[-1] for r in rows})
-            conn.rollback()
+        for i in range(0, len(keys), LOOKUP_SLICE):
+            part = keys[i:i + LOOKUP_SLICE]
+            if single:
+                cond = self.keys[0].in_([k[0] for k in part])
+            else:
+                cond = sa.tuple_(*self.keys).in_(part)
+            q = sa.select(*self.keys, self.fp).where(cond, self.fp.is_not(None))
+            if self.live_only is not None:
+                q = q.where(self.live_only.is_(None))
+            rows = conn.execute(q).fetchall()
+            if single:
+                found.update({(k,): fp for k, fp in rows})
+            else:
+                found.update({tuple(r[:-1]): r[-1] for r in rows})
         return found
+
+
+def _array_param(values: list) -> list | str:
+    """Integers as one PostgreSQL array literal ('{1,2,3}': built in C, where psycopg2 adapts a
+    list value by value); anything else as a list for psycopg2 to quote."""
+    if set(map(type, values)) == {int}:
+        return "{" + ",".join(map(str, values)) + "}"
+    return values
 
 
 @dataclass
@@ -122,7 +153,7 @@ class Prepared:
     chunk: Chunk
     fps: list[int] | None = None   # None: not computed yet (see UnchangedSkipper.prepare's defer)
     candidates: list[tuple[int, tuple]] = field(default_factory=list)  # (index, target key)
-    found: Future | None = None
+    found: Future | None = None    # -> the candidates' keys whose stored row does not match
 
 
 class UnchangedSkipper:
@@ -186,7 +217,8 @@ class UnchangedSkipper:
                 candidates.append((i, key))
         if self.lookups is None:
             self.lookups = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sr-lookup")
-        return Prepared(chunk, fps, candidates, self.lookups.submit(self.stored.fetch, [k for _, k in candidates]))
+        return Prepared(chunk, fps, candidates, self.lookups.submit(
+            self.stored.unmatched, [k for _, k in candidates], [fps[i] for i, _ in candidates]))
 
     def _as_read_key(self, as_read: dict[str, int] | None) -> list[tuple[int, type]] | None:
         """(array index, class) per target key field when each is a plain source column the
@@ -213,13 +245,15 @@ class UnchangedSkipper:
         """Index -> key of each record whose stored row has its fingerprint. A key of the recent
         chunks handed over (not yet committed when the lookup started) is never skipped: the
         lookup may have read its row before they committed."""
-        stored = prepared.found.result()
-        fps = prepared.fps
+        differ = prepared.found.result()
         recent = set().union(*self.in_flight)
-        return {i: key for i, key in prepared.candidates if stored.get(key) == fps[i] and key not in recent}
+        if not differ and not recent:
+            return dict(prepared.candidates)
+        return {i: key for i, key in prepared.candidates if key not in differ and key not in recent}
 
     def handed_over(self, keys: set[tuple]) -> None:
-        """The keys of a chunk about to be mapped and written."""
+        """The keys a chunk about to be mapped will write (a skipped record writes nothing, so a
+        later lookup of its key cannot race its commit)."""
         self.in_flight.append(keys)
 
     def track_in_flight(self, chunks: int) -> None:
