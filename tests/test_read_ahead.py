@@ -75,3 +75,24 @@ def test_wait_holds_the_producer_until_everything_before_it_was_taken():
     assert next(it) == 3  # never WAIT itself
     assert events == ["producer asks again", "last query"]
     assert list(it) == []
+
+
+def test_the_switch_interval_is_short_while_any_read_ahead_runs_and_restored_after():
+    import sys
+    before = sys.getswitchinterval()
+    seen = []
+
+    def produce(n):
+        for i in range(n):
+            yield i
+
+    first = read_ahead(produce(5))
+    next(first)
+    seen.append(sys.getswitchinterval())
+    second = read_ahead(produce(5))
+    next(second)
+    first.close()  # an early stop: the other one still runs
+    seen.append(sys.getswitchinterval())
+    assert list(second) == [1, 2, 3, 4]
+    assert seen == [0.001, 0.001] and before > 0.001
+    assert sys.getswitchinterval() == before

@@ -3,11 +3,18 @@
 Worth it only for a read that waits on its server more than it computes: a grouped SQL read
 (one aggregated row per chunk) spends its time in the server's query, during which the thread
 holds no GIL, so the server builds chunk N+1 while the engine maps and writes chunk N. A read
-that parses rows in Python would only fight the engine for the GIL."""
+that parses rows in Python would only fight the engine for the GIL.
+
+While a read-ahead runs, the interpreter's switch interval is 1 ms instead of 5: the reading thread
+takes the GIL back after every socket read of a chunk's (megabytes long) aggregated row, and with
+the engine's thread busy each of those waited out the interval. Bench, no-change run of 1M rows:
+4.7 s -> 4.15 s; the full run unchanged."""
 from __future__ import annotations
 
 import queue
+import sys
 import threading
+from contextlib import contextmanager
 from typing import Iterator, TypeVar
 
 T = TypeVar("T")
@@ -16,6 +23,27 @@ _END = object()
 # and asked for more". A source yields it before its last query, so that query runs as late as it
 # would without read-ahead (and sees changes made while the chunks before it were written).
 WAIT = object()
+
+
+SWITCH_INTERVAL = 0.001
+_switch_lock = threading.Lock()
+_switch_before: list[float] = []  # one entry per read-ahead running: the interval before the first
+
+
+@contextmanager
+def _short_switch_interval() -> Iterator[None]:
+    """sys.setswitchinterval lowered while any read-ahead runs; restored when the last one ends."""
+    with _switch_lock:
+        before = _switch_before[0] if _switch_before else sys.getswitchinterval()
+        _switch_before.append(before)
+        sys.setswitchinterval(min(SWITCH_INTERVAL, before))
+    try:
+        yield
+    finally:
+        with _switch_lock:
+            _switch_before.pop()
+            if not _switch_before:
+                sys.setswitchinterval(before)
 
 
 def read_ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
@@ -55,16 +83,17 @@ def read_ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
     thread = threading.Thread(target=produce, name="sr-read", daemon=True)
     thread.start()
     try:
-        while True:
-            item, error = handoff.get()
-            if item is WAIT:
-                asked.set()
-                continue
-            if item is _END:
-                if error is not None:
-                    raise error
-                return
-            yield item
+        with _short_switch_interval():
+            while True:
+                item, error = handoff.get()
+                if item is WAIT:
+                    asked.set()
+                    continue
+                if item is _END:
+                    if error is not None:
+                        raise error
+                    return
+                yield item
     finally:
         stop.set()
         thread.join()
