@@ -448,7 +448,7 @@ class SyncRun:
                     pending.add(c)
                     history.write_checkpoint(conn, run_id, pending, format_watermark(new_watermark), {
                         "window": flow.window.as_config(), "position": chunk.position, "chunks": pending.chunks,
-                        **deletes.checkpoint()})
+                        "stats": pending.as_dict(), **deletes.checkpoint()})
                 return pending, new_watermark
             except sa.exc.DBAPIError as e:
                 if not (e.connection_invalidated or conn.invalidated):
@@ -493,12 +493,14 @@ class SyncRun:
                 deletes: DeleteSweep | None = None) -> RunResult:
         """Record the end of the run; a successful one sweeps deletes in the same transaction."""
         seconds = time.monotonic() - started
-        metrics = self._metrics(seconds)
         notes: list[str] = []
         try:
             if conn.in_transaction():
                 conn.rollback()
             with conn.begin():
+                if status == "failed":
+                    self._take_committed_stats(conn, run_id)
+                metrics = self._metrics(seconds)
                 if deletes is not None and deletes.active:
                     metrics["deletes"] = deletes.finish(conn, status)
                     metrics["records_deleted"] = metrics["deletes"].get("records_deleted", 0)
@@ -514,6 +516,17 @@ class SyncRun:
                            format_watermark(watermark), notes)
         self._notify_finished(result)
         return result
+
+    def _take_committed_stats(self, conn: sa.Connection, run_id: int) -> None:
+        """A run stopped at once (a second Ctrl-C) can be interrupted after a chunk committed but
+        before this thread took its counts (between the writer's answer and the assignment): the
+        chunk's own checkpoint, committed with its rows, has them. Counts never go backwards."""
+        row = history.run_row(conn, run_id)
+        saved = (row.checkpoint or {}) if row is not None else {}
+        if saved.get("chunks", 0) > self.stats.chunks and isinstance(saved.get("stats"), dict):
+            log.debug("%s: counts taken from the last committed checkpoint (chunk %d)", self.spec.name,
+                      saved["chunks"])
+            self.stats = Stats(**saved["stats"])
 
     # -- pieces ----------------------------------------------------------------------------------
     def _log_bad(self, key: str | None, field: str | None, value: Any, reason: str) -> None:
