@@ -8,7 +8,7 @@ that parses rows in Python would only fight the engine for the GIL.
 While a read-ahead runs, the interpreter's switch interval is 1 ms instead of 5: the reading thread
 takes the GIL back after every socket read of a chunk's (megabytes long) aggregated row, and with
 the engine's thread busy each of those waited out the interval. Bench, no-change run of 1M rows:
-4.7 s -> 4.15 s; the full run unchanged."""
+4.5-4.8 s -> 4.1-4.3 s (interleaved runs); the full run unchanged."""
 from __future__ import annotations
 
 import queue
