@@ -8,10 +8,11 @@ changes every fingerprint, so the next run maps everything once. The hash is sto
 in `_sr_fingerprint`. Per chunk, the records' target keys (read straight from the packed row when
 the key is a plain column, else a compiled projection of just the key fields) are looked up (on
 PostgreSQL the database compares: it sends back only the keys whose stored fingerprint differs);
-a record whose stored fingerprint equals its own is counted unchanged and skipped, its key still counted as seen by a delete sweep and its cursor still moving
-the watermark. A stored row edited in the target is not compared while its source row stays the
-same (`--force` rewrites it). Everything else takes the normal path: map, validate, upsert (which compares
-columns), so a wrong match could only come from a 64-bit hash collision.
+a record whose stored fingerprint equals its own is counted unchanged and skipped, its key still
+counted as seen by a delete sweep and its cursor still moving the watermark. A stored row edited in
+the target is not compared while its source row stays the same (`--force` rewrites it). Everything
+else takes the normal path: map, validate, upsert (which compares columns), so a wrong match
+could only come from a 64-bit hash collision.
 
 The upsert never counts a fingerprint-only difference as an update: after it, rows whose columns
 all equal the incoming ones just take the new fingerprint (TargetDialect.refresh_fingerprints)."""
