@@ -131,7 +131,8 @@ def test_stored_fingerprints_say_which_keys_do_not_match_the_same_on_every_targe
     stored row lacks the given fingerprint. Integer and string keys, a quote and a comma in one."""
     import sqlalchemy as sa
     from syncrunner.dburl import create_engine
-    from syncrunner.runtime.fingerprint import FP_COLUMN, StoredFingerprints
+    from syncrunner.runtime.fingerprint import FP_COLUMN
+    from syncrunner.runtime.fplookup import StoredFingerprints
     engine = create_engine(target_url)
     md = sa.MetaData()
     by_int = sa.Table("fp_int", md, sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),

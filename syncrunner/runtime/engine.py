@@ -26,7 +26,8 @@ from .deletes import DeleteSweep
 from .heartbeat import Heartbeat
 from .locks import LockBusy, LockLost, RunGuard, slot_wait_from_env
 from .chunkmap import MappedChunk, key_text, map_chunk, max_cursor
-from .fingerprint import Prepared, UnchangedSkipper, uses_fingerprints
+from .fingerprint import uses_fingerprints
+from .fplookup import Prepared, UnchangedSkipper
 from .mapping import Mapper, make_getter
 from .mapworkers import MapPool, start_after_from_env, workers_from_env
 from .pipeline import WriteAhead

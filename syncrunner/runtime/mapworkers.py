@@ -118,7 +118,7 @@ def _ready() -> int:
 
 @lru_cache(maxsize=8)
 def _maker(recipe: RecordRecipe) -> Callable[..., dict]:
-    from ..adapters.sources.sql import recipe_maker
+    from ..adapters.sources.packed import recipe_maker
     return recipe_maker(recipe)
 
 

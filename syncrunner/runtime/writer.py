@@ -16,7 +16,8 @@ from ..redact import redact
 from ..spec import Spec
 from .chunkmap import EncodedRows
 from .deletes import DELETED_AT, deleted_at_column, soft_deletes
-from .fingerprint import FP_COLUMN, fingerprint_column, uses_fingerprints
+from .fingerprint import FP_COLUMN, uses_fingerprints
+from .fplookup import fingerprint_column
 from .sqltypes import column_type, type_family
 
 log = logging.getLogger("syncrunner.writer")

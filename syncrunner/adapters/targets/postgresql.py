@@ -11,46 +11,7 @@ import sqlalchemy as sa
 
 from ...runtime.sqltypes import UTCDateTime
 from .base import MergePlan, TargetDialect, bind_value
-
-def copy_text(s: str) -> str:
-    """Escape a string for COPY's text format (backslash, tab, newline, carriage return)."""
-    if "\\" in s:
-        s = s.replace("\\", "\\\\")
-    if "\t" in s:
-        s = s.replace("\t", "\\t")
-    if "\n" in s:
-        s = s.replace("\n", "\\n")
-    if "\r" in s:
-        s = s.replace("\r", "\\r")
-    return s
-
-
-NULL = "\\N"
-ColumnEncoder = Callable[[list], list[str]]
-
-
-def _ints(vals: list) -> list[str]:
-    return [NULL if v is None else str(v) for v in vals]
-
-
-def _booleans(vals: list) -> list[str]:
-    return [NULL if v is None else ("t" if v else "f") for v in vals]
-
-
-def _timestamps(vals: list) -> list[str]:
-    # UTCDateTime's rule: naive values are UTC
-    return [NULL if v is None else v.isoformat() if v.tzinfo is not None else v.isoformat() + "+00:00"
-            for v in vals]
-
-
-def _dates(vals: list) -> list[str]:
-    return [NULL if v is None else v.isoformat() for v in vals]
-
-
-def _texts(vals: list) -> list[str]:
-    return [NULL if v is None else v if v.__class__ is str and "\\" not in v and "\t" not in v
-            and "\n" not in v and "\r" not in v else copy_text(v if isinstance(v, str) else str(v))
-            for v in vals]
+from .copytext import NULL, ColumnEncoder, booleans, copy_text, dates, encode_rows, ints, texts, timestamps
 
 
 def column_encoder(col: sa.Column, dialect: sa.Dialect) -> ColumnEncoder:
@@ -59,15 +20,15 @@ def column_encoder(col: sa.Column, dialect: sa.Dialect) -> ColumnEncoder:
     through the column's own bind processor."""
     t = col.type
     if isinstance(t, UTCDateTime):
-        return _timestamps
+        return timestamps
     if isinstance(t, sa.Boolean):
-        return _booleans
+        return booleans
     if isinstance(t, (sa.Integer, sa.Numeric)) and not isinstance(t, sa.Float):
-        return _ints
+        return ints
     if isinstance(t, sa.Date) and not isinstance(t, sa.DateTime):
-        return _dates
+        return dates
     if isinstance(t, sa.String) and t._cached_bind_processor(dialect) is None:
-        return _texts
+        return texts
     bind = bind_value(t, dialect)
 
     def generic(v: Any) -> str:
@@ -85,14 +46,6 @@ def column_encoder(col: sa.Column, dialect: sa.Dialect) -> ColumnEncoder:
 def stage_encoders(table: sa.Table, dialect: sa.Dialect) -> tuple[list[str], list[ColumnEncoder]]:
     """The staging table's column names and their COPY encoders."""
     return [c.name for c in table.columns], [column_encoder(c, dialect) for c in table.columns]
-
-
-def encode_rows(names: list[str], encoders: list[ColumnEncoder], rows: list[dict]) -> str:
-    """Rows as COPY text: one line per row, columns in `names` order, column-wise encoding."""
-    columns = [enc([r.get(n) for r in rows]) for n, enc in zip(names, encoders)]
-    lines = list(map("\t".join, zip(*columns)))
-    lines.append("")
-    return "\n".join(lines)
 
 
 class PostgresTarget(TargetDialect):

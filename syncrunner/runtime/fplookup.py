@@ -1,0 +1,238 @@
+"""Stored fingerprints: per chunk, which records' rows are stored exactly as read (the lookups
+against the target, the skip decision, the keys still in flight). What a fingerprint is and why:
+runtime/fingerprint.py, which stays free of SQLAlchemy for the mapping workers."""
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from operator import itemgetter
+
+import sqlalchemy as sa
+
+from ..adapters.sources.base import BadRecord, Chunk
+from ..spec import Spec
+from .coerce import DataError
+from .fingerprint import FP_COLUMN, Fingerprinter
+from .mapping import Mapper
+from .target import READ_ONLY
+
+LOOKUP_SLICE = 2000  # keys per lookup statement (SQLite's bind-parameter limit, plan caching)
+
+
+def fingerprint_column() -> sa.Column:
+    return sa.Column(FP_COLUMN, sa.BigInteger, nullable=True)
+
+
+class StoredFingerprints:
+    """Reads the fingerprints of stored rows by target key, on a connection of its own (the run's
+    connection may be busy writing the previous chunk), one short read transaction per chunk so
+    every lookup sees what has been committed."""
+
+    def __init__(self, engine: sa.Engine, table: sa.Table, keys: list[str], live_only: sa.Column | None):
+        self.engine = engine
+        self.keys = [table.c[k] for k in keys]
+        self.fp = table.c[FP_COLUMN]
+        self.table = table
+        self.live_only = live_only  # soft deletes: a deleted row must be written to come back
+        self.active = False
+
+    def begin(self, conn: sa.Connection) -> None:
+        """Only a table that already holds rows can hold a match (a first load skips the lookups)."""
+        self.active = conn.execute(sa.select(self.fp).limit(1)).first() is not None
+
+    def unmatched(self, keys: list[tuple], fps: list[int]) -> set[tuple]:
+        """The keys (of `keys`, paired with `fps`) whose stored row does not carry that fingerprint:
+        missing, different, soft-deleted. On PostgreSQL the database compares (an anti-join over
+        the chunk's arrays): a chunk that did not change sends back no row, and the run's
+        process builds nothing per key."""
+        if not self.active or not keys:
+            return set(keys)
+        with self.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
+            anti = self._anti_join(conn) if len(self.keys) == 1 else None
+            if anti is not None:
+                out = {(k,) for k, in conn.execute(anti, {"keys": _array_param([k[0] for k in keys]),
+                                                          "fps": _array_param(fps)})}
+            else:
+                stored = self._fetch(conn, keys)
+                out = {k for k, fp in zip(keys, fps) if stored.get(k) != fp}
+            conn.rollback()
+        return out
+
+    def _anti_join(self, conn: sa.Connection) -> sa.TextClause | None:
+        """PostgreSQL, one integer or string key column: the chunk's keys and fingerprints as two
+        array parameters, the keys that do not match sent back. None elsewhere."""
+        key = self.keys[0]
+        kind = "BIGINT[]" if isinstance(key.type, sa.Integer) else "TEXT[]" if isinstance(key.type, sa.String) else None
+        if conn.dialect.name != "postgresql" or kind is None:
+            return None
+        q = conn.dialect.identifier_preparer.quote
+        t = q(self.table.name)
+        live = f" AND t.{q(self.live_only.name)} IS NULL" if self.live_only is not None else ""
+        return sa.text(f"SELECT s.k FROM unnest(CAST(:keys AS {kind}), CAST(:fps AS BIGINT[])) AS s(k, f) "
+                       f"WHERE NOT EXISTS (SELECT 1 FROM {t} AS t WHERE t.{q(key.name)} = s.k "
+                       f"AND t.{q(self.fp.name)} = s.f{live})")
+
+    def _fetch(self, conn: sa.Connection, keys: list[tuple]) -> dict[tuple, int]:
+        """Key -> fingerprint of the stored rows (of the live ones, with soft deletes)."""
+        found: dict[tuple, int] = {}
+        single = len(self.keys) == 1
+        for i in range(0, len(keys), LOOKUP_SLICE):
+            part = keys[i:i + LOOKUP_SLICE]
+            if single:
+                cond = self.keys[0].in_([k[0] for k in part])
+            else:
+                cond = sa.tuple_(*self.keys).in_(part)
+            q = sa.select(*self.keys, self.fp).where(cond, self.fp.is_not(None))
+            if self.live_only is not None:
+                q = q.where(self.live_only.is_(None))
+            rows = conn.execute(q).fetchall()
+            if single:
+                found.update({(k,): fp for k, fp in rows})
+            else:
+                found.update({tuple(r[:-1]): r[-1] for r in rows})
+        return found
+
+
+def _array_param(values: list) -> list | str:
+    """Integers as one PostgreSQL array literal ('{1,2,3}': built in C, where psycopg2 adapts a
+    list value by value); anything else as a list for psycopg2 to quote."""
+    if set(map(type, values)) == {int}:
+        return "{" + ",".join(map(str, values)) + "}"
+    return values
+
+
+@dataclass
+class Prepared:
+    """A fetched chunk with its fingerprints and the pending lookup of its stored ones."""
+    chunk: Chunk
+    fps: list[int] | None = None   # None: not computed yet (see UnchangedSkipper.prepare's defer)
+    candidates: list[tuple[int, tuple]] = field(default_factory=list)  # (index, target key)
+    found: Future | None = None    # -> the candidates' keys whose stored row does not match
+
+
+class UnchangedSkipper:
+    """One run's use of fingerprints: fingerprint each chunk, look its keys' stored fingerprints up
+    on a lookup thread (while the engine maps the previous chunk), say which records to skip."""
+
+    def __init__(self, spec: Spec, mapper: Mapper, *, skip_validation: bool):
+        self.spec = spec
+        self.keys = list(spec.target.key)
+        self.cursor = spec.cursor_field
+        self.fingerprinter = Fingerprinter(spec, skip_validation=skip_validation)
+        self.project_key = mapper.project(self.keys)
+        self.project_cursor = mapper.project([self.cursor]) if self.cursor else None
+        self.stored: StoredFingerprints | None = None  # set by start(): a real run without --force
+        self.in_flight: deque[set[tuple]] = deque(maxlen=2)  # keys of the last chunks handed to the writer
+        self.lookups: ThreadPoolExecutor | None = None
+        self._key_columns: dict[tuple, list[tuple[int, type]] | None] = {}
+
+    def start(self, engine: sa.Engine, conn: sa.Connection, table: sa.Table) -> None:
+        self.stored = StoredFingerprints(engine, table, self.keys, table.c.get("deleted_at"))
+        self.stored.begin(conn)
+
+    def prepare(self, chunk: Chunk, *, defer: bool = False) -> Prepared:
+        """Fingerprints for every chunk (they are stored with the rows); a lookup only when the
+        table held rows when the run started. `defer`: without a lookup, leave the fingerprints
+        to whoever maps the chunk (a mapping worker computes them there)."""
+        if self.stored is None or not self.stored.active:
+            return Prepared(chunk, None if defer else self.fingerprinter.of(chunk.records, chunk.raw))
+        fps = self.fingerprinter.of(chunk.records, chunk.raw)
+        records = chunk.records
+        columns = self._as_read_key(chunk.as_read)
+        candidates: list[tuple[int, tuple]] = []
+        rest: Iterable[int] = range(len(records))
+        if columns is not None:  # the key as read: no record built (LazyRecords)
+            if len(columns) == 1:
+                (j, cls), = columns
+                values = records.leading_ints() if (j, cls) == (0, int) else None
+                if values is None:
+                    values = list(map(itemgetter(j), records.arrays))
+                keys_read: list[tuple] = list(zip(values))  # 1-tuples, built in C
+                if set(map(type, values)) == {cls}:  # the usual case: every key checked at once
+                    candidates, columns = list(enumerate(keys_read)), []
+            else:
+                keys_read = [tuple([a[j] for j, _ in columns]) for a in records.arrays]
+            rest = []
+            for i, key in enumerate(keys_read if columns else ()):
+                if all(v.__class__ is cls for v, (_, cls) in zip(key, columns)):
+                    candidates.append((i, key))
+                else:
+                    rest.append(i)
+        for i in rest:
+            rec = records[i]
+            if isinstance(rec, BadRecord):
+                continue
+            try:
+                p = self.project_key(rec)
+            except DataError:
+                continue  # the full mapping reports it
+            key = tuple(p[k] for k in self.keys)
+            if None not in key:
+                candidates.append((i, key))
+        if self.lookups is None:
+            self.lookups = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sr-lookup")
+        return Prepared(chunk, fps, candidates, self.lookups.submit(
+            self.stored.unmatched, [k for _, k in candidates], [fps[i] for i, _ in candidates]))
+
+    def _as_read_key(self, as_read: dict[str, int] | None) -> list[tuple[int, type]] | None:
+        """(array index, class) per target key field when each is a plain source column the
+        mapping keeps as it is (an integer or string value of that class), else None. A key read
+        this way needs no check: a record is skipped only when its whole row text hashes to the
+        fingerprint stored under that key, i.e. the stored row was written from this very row."""
+        if as_read is None:
+            return None
+        layout = tuple(as_read.items())
+        if layout not in self._key_columns:
+            cols: list[tuple[int, type]] | None = []
+            for k in self.keys:
+                f = self.spec.fields[k]
+                source = f.source_path or f.name
+                cls = {"integer": int, "string": str}.get(f.type)
+                if f.expr is not None or cls is None or source not in as_read or f.default is not None:
+                    cols = None
+                    break
+                cols.append((as_read[source], cls))
+            self._key_columns[layout] = cols
+        return self._key_columns[layout]
+
+    def unchanged(self, prepared: Prepared) -> dict[int, tuple]:
+        """Index -> key of each record whose stored row has its fingerprint. A key of the recent
+        chunks handed over (not yet committed when the lookup started) is never skipped: the
+        lookup may have read its row before they committed."""
+        differ = prepared.found.result()
+        recent = set().union(*self.in_flight)
+        if not differ and not recent:
+            return dict(prepared.candidates)
+        return {i: key for i, key in prepared.candidates if key not in differ and key not in recent}
+
+    def handed_over(self, keys: set[tuple]) -> None:
+        """The keys a chunk about to be mapped will write (a skipped record writes nothing, so a
+        later lookup of its key cannot race its commit)."""
+        self.in_flight.append(keys)
+
+    def track_in_flight(self, chunks: int) -> None:
+        """Remember the keys of this many recent chunks: mapping workers queue chunks between a
+        lookup and their commit."""
+        self.in_flight = deque(self.in_flight, maxlen=max(chunks, self.in_flight.maxlen or 0))
+
+    def seen(self, chunk: Chunk, skip: dict[int, tuple]) -> list[dict]:
+        """The skipped records as {key field: value} for a delete sweep (only the last one without
+        a sweep); the last one also carries its cursor for the watermark (records come in cursor
+        order, so it is the largest; around a DST fall-back a local-time order can only make it
+        smaller, never larger)."""
+        if not skip:
+            return []
+        last = max(skip)
+        keep = skip.values() if self.spec.deletes.mode == "sweep" else [skip[last]]
+        seen = [dict(zip(self.keys, key)) for key in keep]
+        if self.project_cursor is not None:
+            try:
+                seen[-1][self.cursor] = self.project_cursor(chunk.records[last])[self.cursor]
+            except DataError:
+                pass  # no watermark from it: a lower watermark only re-reads more
+        return seen
+
+    def close(self) -> None:
+        if self.lookups is not None:
+            self.lookups.shutdown(wait=True, cancel_futures=True)
