@@ -1,24 +1,54 @@
 """The `syncrunner` command line."""
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import warnings
+from typing import TYPE_CHECKING
 
 import click
 
-from .lint import lint_paths
 from .logsetup import LOG_FORMATS, setup_logging
 from .report import print_summary
-from .runtime.strategy import OptionError, RunOptions, check_options
-from .runtime.target import default_target_url
 from .spec import SpecError, find_specs, load_spec
+
+if TYPE_CHECKING:
+    from .runtime.strategy import RunOptions
+
+# What the commands need (SQLAlchemy, the engine, jsonschema, jinja2) is imported inside them: a
+# mapping worker process re-imports this module as its __main__ (multiprocessing's spawn), and
+# `--help`, `lint` and `docs` should not pay for a database stack they never use.
 
 EXIT_OK, EXIT_FAILED, EXIT_PARTIAL, EXIT_LOCKED = 0, 1, 3, 4
 EXIT_INTERRUPTED = 130
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(click.Group):
+    """Subcommands that live in their own modules, imported when named (click's documented
+    lazy-loading pattern)."""
+
+    def __init__(self, *args, lazy: dict[str, str], **kw):
+        super().__init__(*args, **kw)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            module, attr = self.lazy[name].rsplit(":", 1)
+            return getattr(importlib.import_module(module, __package__), attr)
+        return super().get_command(ctx, name)
+
+
+# operator commands (issue 6): each lives in its own module
+OPERATOR_COMMANDS = {"history": ".ops.history:history_command", "health": ".ops.health:health_command",
+                     "init": ".ops.init:init_command", "docs": ".docsgen:docs_command"}
+
+
+@click.group(cls=LazyGroup, lazy=OPERATOR_COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="syncrunner")
 def main() -> None:
     """Declarative CRM data sync: one YAML spec per entity, one generic runtime."""
@@ -28,6 +58,8 @@ def main() -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 def lint(paths: tuple[str, ...]) -> None:
     """Validate specs (schema and semantic checks); prints file:line: key: message."""
+    from .lint import lint_paths
+
     count, problems = lint_paths(list(paths))
     errors = [p for p in problems if p.severity == "error"]
     for p in problems:
@@ -63,6 +95,7 @@ def run_options(f):
 
 
 def _make_options(kw: dict) -> RunOptions:
+    from .runtime.strategy import RunOptions
     return RunOptions(full=kw["full"], force=kw["force"], start_date=kw["start_date"],
                       end_date=kw["end_date"], dry_run=kw["dry_run"], max_records=kw["max_records"],
                       batch_size=kw["batch_size"], skip_validation=kw["skip_validation"],
@@ -103,6 +136,8 @@ def run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...],
     from .progress import ProgressObserver
     from .runtime.engine import run_spec
     from .runtime.ordering import OrderError, run_order, select
+    from .runtime.strategy import OptionError, check_options
+    from .runtime.target import default_target_url
 
     opts = _make_options(kw)
     setup_logging(opts.debug, log_format)
@@ -161,6 +196,8 @@ def _exit_code(results) -> int:
 def plan(spec_path: str, **kw) -> None:
     """Show what a run would do, moving no data: the window and why, the SQL or first request, the DDL."""
     from .runtime.planner import plan_text
+    from .runtime.strategy import OptionError, check_options
+    from .runtime.target import default_target_url
 
     opts = _make_options(kw)
     try:
@@ -184,7 +221,7 @@ def sweep(stale_after: str, target_url: str | None) -> None:
     """Mark runs whose heartbeat is stale `failed` ("heartbeat lost"); a run whose lock is still
     held is alive (maybe hung) and is only reported. A swept run's checkpoint stays resumable."""
     from .runtime.history import sweep_stale
-    from .runtime.target import make_engine, target_exists
+    from .runtime.target import default_target_url, make_engine, target_exists
     from .spec import parse_duration
 
     setup_logging(False)
@@ -224,16 +261,6 @@ def demo(workdir: str, size: int, verbose: bool) -> None:
     if not verbose:  # the demo's point is the summary; its bad records are listed from the table
         logging.getLogger().setLevel(logging.ERROR)
     sys.exit(run_demo(workdir, size))
-
-
-# operator commands (issue 6): each lives in its own module under syncrunner/ops/
-from .docsgen import docs_command  # noqa: E402
-from .ops.health import health_command  # noqa: E402
-from .ops.history import history_command  # noqa: E402
-from .ops.init import init_command  # noqa: E402
-
-for _command in (history_command, health_command, init_command, docs_command):
-    main.add_command(_command)
 
 
 if __name__ == "__main__":

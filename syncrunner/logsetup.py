@@ -11,10 +11,6 @@ import logging
 import sys
 from typing import IO
 
-import sqlalchemy as sa
-from sqlalchemy import event
-from tqdm import tqdm
-
 from .redact import RedactingFilter, redact, redact_url
 
 LOG_FORMATS = ("text", "json")
@@ -42,9 +38,14 @@ class _TqdmAwareHandler(logging.StreamHandler):
     """Writes through tqdm.write so a message printed while a progress bar is live appears above
     the bar instead of breaking it; with no bar it is a plain write."""
 
+    def __init__(self, stream: IO[str]):
+        super().__init__(stream)
+        from tqdm import tqdm
+        self._write = tqdm.write
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            tqdm.write(self.format(record), file=self.stream)
+            self._write(self.format(record), file=self.stream)
         except Exception:  # noqa: BLE001 - logging must never raise into the run
             self.handleError(record)
 
@@ -94,6 +95,11 @@ def _short(value: object, limit: int = 500) -> str:
 
 def _log_sql(on: bool) -> None:
     """Log every statement (source queries with their binds, target upserts) when debugging."""
+    if not on and "sqlalchemy" not in sys.modules:
+        return  # nothing listens yet, and commands that never touch a database need not load it
+    import sqlalchemy as sa
+    from sqlalchemy import event
+
     listening = event.contains(sa.engine.Engine, "before_cursor_execute", _before_cursor_execute)
     if on and not listening:
         event.listen(sa.engine.Engine, "before_cursor_execute", _before_cursor_execute)

@@ -11,14 +11,16 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import jsonschema
 import yaml
 
 from .envvars import interpolate
 from .redact import register_url_password
 from .yamlpos import Located, load_located
+
+if TYPE_CHECKING:  # imported where used: a mapping worker unpickles specs and never validates one
+    import jsonschema
 
 FIELD_TYPES = ("string", "integer", "decimal", "boolean", "date", "datetime", "json")
 
@@ -144,6 +146,8 @@ def schema_path() -> Path:
 
 @lru_cache(maxsize=1)
 def _validator() -> jsonschema.Draft202012Validator:
+    import jsonschema
+
     schema = json.loads(schema_path().read_text())
     return jsonschema.Draft202012Validator(schema)
 
@@ -247,7 +251,9 @@ def _explain(err: jsonschema.ValidationError, loc: Located, fname: str) -> list[
             out.append(Problem(fname, loc.line_of(p), _key_str(p), f"unknown key '{extra}'{hint}"))
         return out
     if err.validator in ("oneOf", "anyOf", "allOf") and err.context:
-        best = jsonschema.exceptions.best_match(err.context)
+        from jsonschema.exceptions import best_match
+
+        best = best_match(err.context)
         return _explain(best, loc, fname)
     if err.validator == "required":
         return [Problem(fname, loc.line_of(path), _key_str(path), err.message)]

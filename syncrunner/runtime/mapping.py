@@ -15,7 +15,6 @@ from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 import jinja2
-import jmespath
 from jinja2 import nodes
 from jinja2.parser import Parser
 
@@ -43,6 +42,8 @@ def make_getter(path: str) -> Callable[[dict], Any]:
                 cur = cur.get(p)
             return cur
         return dotted
+    import jmespath  # only specs with JMESPath paths (HTTP sources) pay its import
+
     compiled = jmespath.compile(path)
     return compiled.search
 

@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from itertools import repeat, starmap
 from operator import itemgetter
-from typing import Any, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
-from ...runtime.strategy import Window
 from ...spec import Spec
+
+if TYPE_CHECKING:  # the strategy module brings SQLAlchemy, which a mapping worker never needs
+    from ...runtime.strategy import Window
 
 
 _SCAN = json.JSONDecoder(parse_float=Decimal).scan_once  # the C scanner: no whitespace regex per row
