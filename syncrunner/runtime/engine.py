@@ -262,6 +262,9 @@ class SyncRun:
             flow = _Flow(pipe, conn, writer, deletes, run_id, window, watermark)
             if self.map_after == 0:  # every chunk to the workers: start them now and wait for them
                 self._start_pool(flow, wait=True)
+            elif writer.direct and total is not None and total > self.map_after:
+                self._start_pool(flow)  # a first load (empty target) of a counted large source: every
+                # row will be mapped, so the workers start now; chunks map here until one answers
             ahead: Prepared | None = None  # with fingerprint lookups, one chunk is read ahead: its lookup
             # runs while the chunk before it is mapped
             for chunk in self.source.chunks(window, window.position, opts.max_records):
