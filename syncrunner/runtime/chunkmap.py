@@ -113,7 +113,7 @@ def map_chunk(spec: Spec, mapper: Mapper, key_getters: list[Callable[[dict], Any
             for w in warnings:
                 cs.warnings += 1
                 dead.append(_dead_letter(run_id, crm, entity, skey, w.field,
-                                                f"stored NULL: {w.reason}", rec, action="nulled"))
+                                         f"stored NULL: {w.reason}", rec, action="nulled"))
                 bad.append(BadValue(skey, w.field, w.value, f"{w.reason}; stored NULL"))
             del warnings[:]
         if key in good:
