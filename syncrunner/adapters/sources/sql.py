@@ -33,7 +33,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from operator import itemgetter
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
