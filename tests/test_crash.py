@@ -326,6 +326,64 @@ def test_target_restarted_mid_run_retries_the_chunk_and_nothing_is_half_written(
     print(f"restart test: {n:,} rows, {time.monotonic() - t0:.1f}s")
 
 
+def test_target_database_recreated_mid_run_fails_at_once_instead_of_waiting_for_the_target(
+        tmp_path, mysql_url, pg_url, caplog, monkeypatch):
+    """The target database is dropped (its connections terminated) and created again, empty, under
+    a running sync. The target answers again at once, but the run's SyncHistory row is gone
+    (`relation "sync_history" does not exist`): waiting cannot bring it back, so the run must fail
+    with that cause right away, not retry it for the whole SYNCRUNNER_TARGET_RETRY_SECONDS."""
+    make_source(mysql_url, 40000)
+    spec = write_spec(tmp_path, chunk_size=500, batch_size=500)
+    monkeypatch.setenv("SYNCRUNNER_TARGET_RETRY_SECONDS", "60")
+    url = sa.make_url(pg_url)
+    name = url.database
+    admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    recreated = threading.Event()
+    dropped_at: list[float] = []
+    problems: list[BaseException] = []
+
+    def recreate() -> None:
+        try:
+            with admin.connect() as c:
+                for _ in range(20):  # a reconnecting run may slip in between the terminate and the drop
+                    try:
+                        c.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+                        break
+                    except sa.exc.DBAPIError:
+                        time.sleep(0.05)
+                dropped_at.append(time.monotonic())
+                c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            recreated.set()
+        except BaseException as e:  # noqa: BLE001 - reported by the test's thread
+            problems.append(e)
+
+    class RecreateAfter:
+        def started(self, *a): pass
+        def finished(self, *a): pass
+
+        def chunk_done(self, spec, chunk_no, stats):
+            if chunk_no == 5:
+                threading.Thread(target=recreate, daemon=True).start()
+
+    try:
+        with caplog.at_level(logging.INFO, logger="syncrunner"):
+            result = sync(spec, mysql_url, pg_url, observers=[RecreateAfter()], heartbeat_seconds=0.2)
+        returned_at = time.monotonic()
+    finally:
+        admin.dispose()
+    assert not problems, problems
+    assert recreated.is_set() and dropped_at
+    took = returned_at - dropped_at[0]
+    print(f"recreated-target test: the run returned {took:.1f}s after the drop "
+          f"({result.status}: {result.error})")
+    assert "lost the target connection" in caplog.text  # it did take the outage path
+    assert result.status == "failed"
+    assert "regaining run" in result.error and 'relation "sync_history" does not exist' in result.error, \
+        result.error
+    assert took < 20, f"the run retried a missing table for {took:.1f}s: {result.error}"
+    assert history_or_empty(pg_url) == []  # nothing was written into the new, empty database
+
+
 @pytest.mark.parametrize("write_ahead", [True, False])
 def test_a_stop_right_after_a_chunk_committed_still_counts_that_chunk(
         tmp_path, mysql_url, pg_url, monkeypatch, write_ahead):

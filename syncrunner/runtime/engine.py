@@ -424,9 +424,11 @@ class SyncRun:
         while True:
             pending: Stats | None = None
             c, d = replace(cs), list(dead)  # a retry starts from the chunk as fetched
+            regaining = self.guard is not None and self.guard.lost
             try:
-                if self.guard is not None and self.guard.lost:
+                if regaining:  # the heartbeat saw the lock session die: take it back first
                     self._regain(conn, writer, run_id)
+                    regaining = False
                 with conn.begin():
                     res = writer.write(conn, mc.rows, mc.encoded, rows_of)
                     for row, reason in res.rejected:
@@ -455,7 +457,9 @@ class SyncRun:
                         "stats": pending.as_dict(), **deletes.checkpoint()})
                 return pending, new_watermark
             except sa.exc.DBAPIError as e:
-                if not (e.connection_invalidated or conn.invalidated):
+                # a write's error is retried only if it cost the connection; one out of _regain
+                # always means the target is still unreachable (_regain turns any other into a failure)
+                if not (regaining or e.connection_invalidated or conn.invalidated):
                     raise
                 deadline = deadline or time.monotonic() + target_retry_seconds()
                 log.warning("%s: lost the target connection writing chunk %d (%s); retrying until it "
@@ -470,23 +474,40 @@ class SyncRun:
                 try:
                     committed = self._regain(conn, writer, run_id, chunk.position)
                     break
-                except sa.exc.DBAPIError:
+                except sa.exc.DBAPIError as e:  # still unreachable: any other error left _regain as a failure
+                    log.debug("%s: target still unreachable: %s", spec.name, type(e.orig or e).__name__)
                     continue
             if committed and pending is not None:  # the commit landed; only its answer was lost
                 log.info("%s: chunk %d had committed before the connection dropped", spec.name, pending.chunks)
                 return pending, new_watermark
             log.info("%s: target is back; writing chunk %d again", spec.name, self.stats.chunks + 1)
 
+    @staticmethod
+    def _unreachable(e: sa.exc.DBAPIError) -> bool:
+        """Does `e` mean the target is still out of reach (could not connect, or the connection
+        dropped), rather than a target that answers with an error (say a missing table)?"""
+        return e.connection_invalidated or isinstance(e, (sa.exc.OperationalError, sa.exc.InterfaceError))
+
     def _regain(self, conn: sa.Connection, writer: Writer, run_id: int, position: dict | None = None) -> bool:
         """After a lost connection: reconnect, take the locks back, make sure this run was not
-        swept meanwhile. Returns True if the chunk at `position` is already committed."""
-        if conn.in_transaction():
-            conn.rollback()
-        writer.reset_session()  # temporary tables died with the old session
-        if self.guard is not None:
-            self.guard.reacquire(slot_wait_from_env())
-        with conn.begin():  # read again under the lock: a sweeper may have finished in between
-            row = history.run_row(conn, run_id)
+        swept meanwhile. Returns True if the chunk at `position` is already committed. A database
+        error that does not mean "still unreachable" (the target answers, but say its SyncHistory
+        table is gone because the database was recreated) fails at once: waiting cannot fix it."""
+        try:
+            if conn.in_transaction():
+                conn.rollback()
+            writer.reset_session()  # temporary tables died with the old session
+            if self.guard is not None:
+                self.guard.reacquire(slot_wait_from_env())
+            with conn.begin():  # read again under the lock: a sweeper may have finished in between
+                row = history.run_row(conn, run_id)
+        except sa.exc.DBAPIError as e:
+            if self._unreachable(e):
+                raise
+            cause = e.orig if e.orig is not None else e
+            first_line = (str(cause).strip().splitlines() or [""])[0]
+            raise RuntimeError(f"the target answered after the lost connection, but regaining run {run_id} "
+                               f"failed: {type(cause).__name__}: {first_line}") from e
         if row is None or row.status != "running":
             raise history.RunSwept(f"SyncHistory run {run_id} was marked {row.status if row else 'gone'} "
                                    "while the target was unreachable; stopping")
