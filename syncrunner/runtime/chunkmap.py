@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 from ..adapters.sources.base import BadRecord, LazyRecords
 from ..spec import Spec
 from .coerce import DataError
+from .deadletter import dead_letter
 from .fingerprint import FP_COLUMN
 from .mapping import Mapper
 from .stats import Stats
@@ -63,13 +64,6 @@ def max_cursor(rows: Sequence[dict], cursor: str | None, current: Any = None) ->
     return best
 
 
-def _dead_letter(*args: Any, **kw: Any) -> dict:
-    """history.dead_letter, imported on the first bad record: history brings SQLAlchemy, which a
-    mapping worker otherwise never loads (~30 MB per worker)."""
-    from .history import dead_letter
-    return dead_letter(*args, **kw)
-
-
 def map_chunk(spec: Spec, mapper: Mapper, key_getters: list[Callable[[dict], Any]], records: Sequence[dict],
               run_id: int, *, skip: dict[int, tuple] | set[int] | frozenset = frozenset(),
               fps: list[int] | None = None) -> MappedChunk:
@@ -105,14 +99,14 @@ def map_chunk(spec: Spec, mapper: Mapper, key_getters: list[Callable[[dict], Any
             del warnings[:]
             cs.failed += 1
             skey = key_text([g(rec) for g in key_getters])
-            dead.append(_dead_letter(run_id, crm, entity, skey, e.field, e.reason, rec))
+            dead.append(dead_letter(run_id, crm, entity, skey, e.field, e.reason, rec))
             bad.append(BadValue(skey, e.field, e.value, e.reason))
             continue
         if warnings:  # the record lands; the original values are kept beside it
             skey = key_text([g(rec) for g in key_getters])
             for w in warnings:
                 cs.warnings += 1
-                dead.append(_dead_letter(run_id, crm, entity, skey, w.field,
+                dead.append(dead_letter(run_id, crm, entity, skey, w.field,
                                          f"stored NULL: {w.reason}", rec, action="nulled"))
                 bad.append(BadValue(skey, w.field, w.value, f"{w.reason}; stored NULL"))
             del warnings[:]

@@ -1,8 +1,10 @@
 """JSON-safe encoding of source values (cursor and key) for checkpoints, preserving their types so a
-resumed keyset query binds exactly what the source returned."""
+resumed keyset query binds exactly what the source returned; and `dumps`, the JSON text of a raw
+record or metrics (dates, decimals and bytes as text). No SQLAlchemy: mapping workers use it."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -35,3 +37,19 @@ def decode(v: Any) -> Any:
         if tag == "$b":
             return val.encode("latin-1")
     return v
+
+
+def json_default(o):
+    if isinstance(o, (dt.datetime, dt.date, dt.time)):
+        return o.isoformat()
+    if isinstance(o, Decimal):
+        return str(o)
+    if isinstance(o, bytes):
+        return o.decode("utf-8", errors="replace")
+    if isinstance(o, dt.timedelta):
+        return str(o)
+    return str(o)
+
+
+def dumps(value) -> str:
+    return json.dumps(value, default=json_default, sort_keys=True)

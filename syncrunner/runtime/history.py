@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .sqltypes import JSONValue, UTCDateTime, dumps
+from .deadletter import dead_letter  # noqa: F401 - part of this module's interface
 from .stats import Stats
 
 STATUSES = ("running", "success", "partial", "failed")
@@ -196,13 +197,6 @@ def add_dead_letters(conn: sa.Connection, rows: list[dict]) -> int:
     if fresh:
         conn.execute(dead_letters.insert(), fresh)
     return sum(1 for r in rows if r["action"] == "rejected" and ident(r) in known)
-
-
-def dead_letter(run_id: int, crm: str, entity: str, key: Any, field: str | None, reason: str,
-                raw: Any, action: str = "rejected") -> dict:
-    return dict(run_id=run_id, crm_source=crm, sync_type=entity,
-                record_key=None if key is None else str(key)[:255], field=field, action=action,
-                reason=reason, raw_record=dumps(raw), created_at=utcnow())
 
 
 def sweep_stale(engine: sa.Engine, stale_after: dt.timedelta, *, crm: str | None = None,

@@ -9,6 +9,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.types import TypeDecorator
 
+from .codec import dumps, json_default  # noqa: F401 - re-exported: the column types use them
+
 UTC = dt.timezone.utc
 
 
@@ -51,22 +53,6 @@ class JSONValue(TypeDecorator):
         if dialect.name == "postgresql":
             return dialect.type_descriptor(postgresql.JSONB())
         return dialect.type_descriptor(sa.JSON())
-
-
-def json_default(o):
-    if isinstance(o, (dt.datetime, dt.date, dt.time)):
-        return o.isoformat()
-    if isinstance(o, Decimal):
-        return str(o)
-    if isinstance(o, bytes):
-        return o.decode("utf-8", errors="replace")
-    if isinstance(o, dt.timedelta):
-        return str(o)
-    return str(o)
-
-
-def dumps(value) -> str:
-    return json.dumps(value, default=json_default, sort_keys=True)
 
 
 def column_type(field_type: str, *, max_length: int | None = None, precision: int = 18, scale: int = 4):
