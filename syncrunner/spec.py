@@ -13,14 +13,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-import yaml
-
-from .envvars import interpolate
 from .redact import register_url_password
-from .yamlpos import Located, load_located
 
-if TYPE_CHECKING:  # imported where used: a mapping worker unpickles specs and never validates one
+if TYPE_CHECKING:  # imported where used: a mapping worker unpickles specs and never loads one
     import jsonschema
+
+    from .yamlpos import Located
 
 FIELD_TYPES = ("string", "integer", "decimal", "boolean", "date", "datetime", "json")
 
@@ -171,7 +169,11 @@ def check_spec(path: str | Path, env: Mapping[str, str] | None = None, *, strict
                ) -> tuple[Spec | None, list[Problem]]:
     """Load and check one spec. Returns (Spec or None, problems). strict_env=False (lint) reports a
     missing environment variable as a warning and goes on with an empty value."""
+    import yaml
+
+    from .envvars import interpolate
     from .lint import semantic_problems  # lint imports spec; import late to keep the cycle harmless
+    from .yamlpos import load_located
 
     env = os.environ if env is None else env
     fname = str(path)

@@ -4,7 +4,9 @@ This runs once per record, so it is the hot loop of every sync: each field is re
 plain values and functions up front, plain column names are looked up directly, values that already
 have the field's type skip their coercer, and record rules made only of comparisons, `is none`
 tests and and/or/not are evaluated as Python closures instead of building a Jinja context per
-record (anything else still goes through Jinja)."""
+record (anything else still goes through Jinja). Jinja is imported only to parse a spec's rules and
+expressions: a mapping worker gets the rules already parsed (`rule_plans`), as plain data, and runs
+without it when the spec has no expression fields and no rule that needs Jinja."""
 from __future__ import annotations
 
 import datetime as dt
@@ -14,14 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
-import jinja2
-from jinja2 import nodes
-from jinja2.parser import Parser
-
 from ..spec import FieldSpec, Spec
 from . import coerce, validators
 from .coerce import DataError
-from .templating import ENV, compile_expression
 
 _SIMPLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
@@ -89,15 +86,17 @@ class Mapper:
     rules: list[tuple[Callable, str]] = field(init=False)
     warnings: list[Warning_] = field(default_factory=list)
     map: Callable[[dict], dict] = field(init=False, repr=False)   # record -> row, compiled per spec
+    rule_plans: tuple | None = None   # rule_plans(spec), when parsed already (a mapping worker)
 
     def __post_init__(self) -> None:
         tz = self.spec.source.timezone
         self._offsets = coerce.DayOffsets(ZoneInfo(tz))  # shared by every datetime field
         self.fields = [self._compile(f, tz) for f in self.spec.fields.values()]
-        names = set(self.spec.fields)
-        self.rules = [] if self.skip_validation else [
-            (fast_rule(r.rule, names) or _keywords(compile_expression(r.rule)), r.message)
-            for r in self.spec.rules]
+        self.rules = []
+        if not self.skip_validation:
+            plans = self.rule_plans if self.rule_plans is not None else rule_plans(self.spec)
+            self.rules = [(plan_closure(plan) if plan is not None else _jinja_rule(r.rule), r.message)
+                          for r, plan in zip(self.spec.rules, plans)]
         self._types = {cf.name: self.spec.fields[cf.name].type for cf in self.fields}
         self._plan = [(cf.name, _plain_name(self.spec.fields[cf.name]), cf.get,
                        _SAME_TYPE.get(self.spec.fields[cf.name].type), cf.convert, tuple(cf.checks),
@@ -107,6 +106,7 @@ class Mapper:
 
     def _compile(self, f: FieldSpec, tz: str) -> CompiledField:
         if f.expr is not None:
+            from .templating import compile_expression
             expr = compile_expression(f.expr)
             get = lambda rec, _e=expr: _e(**rec)  # noqa: E731
         else:
@@ -232,7 +232,9 @@ def _plain_name(f: FieldSpec) -> str | None:
     return path if _SIMPLE.fullmatch(path) and "." not in path else None
 
 
-def _keywords(expr: Callable[..., Any]) -> Callable[[dict], Any]:
+def _jinja_rule(source: str) -> Callable[[dict], Any]:
+    from .templating import compile_expression
+    expr = compile_expression(source)
     return lambda row: expr(**row)
 
 
@@ -242,10 +244,20 @@ _COMPARE: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
-def fast_rule(source: str, names: set[str]) -> Callable[[dict], Any] | None:
-    """The rule as a closure over the row, when it uses only field names, constants, lists, comparisons,
-    `is none` and and/or/not: Jinja compiles exactly these to the same Python operations. None
-    when the rule needs anything else (then Jinja evaluates it)."""
+def rule_plans(spec: Spec) -> tuple:
+    """Each record rule of the spec parsed into a plan (see rule_plan), None where Jinja must run it."""
+    names = set(spec.fields)
+    return tuple(rule_plan(r.rule, names) for r in spec.rules)
+
+
+def rule_plan(source: str, names: set[str]) -> tuple | None:
+    """The rule as nested tuples of plain values (picklable, no Jinja needed to run it), when it
+    uses only field names, constants, lists, comparisons, `is none` and and/or/not: Jinja compiles
+    exactly these to the same Python operations. None when the rule needs anything else."""
+    import jinja2
+    from jinja2.parser import Parser
+
+    from .templating import ENV
     try:
         parser = Parser(ENV, source, state="variable")
         node = parser.parse_expression()
@@ -253,41 +265,72 @@ def fast_rule(source: str, names: set[str]) -> Callable[[dict], Any] | None:
             return None
     except jinja2.TemplateSyntaxError:
         return None
-    return _closure(node, names)
+    return _plan(node, names)
 
 
-def _closure(node: nodes.Node, names: set[str]) -> Callable[[dict], Any] | None:
+def _plan(node: Any, names: set[str]) -> tuple | None:
+    from jinja2 import nodes
     if isinstance(node, nodes.Name) and node.ctx == "load" and node.name in names:
-        key = node.name
-        return lambda r: r[key]
+        return ("name", node.name)
     if isinstance(node, nodes.Const):
-        value = node.value
-        return lambda r: value
+        return ("const", node.value)
     if isinstance(node, (nodes.List, nodes.Tuple)):
-        items = [_closure(i, names) for i in node.items]
-        if any(i is None for i in items):
-            return None
-        make = list if isinstance(node, nodes.List) else tuple
-        return lambda r: make([i(r) for i in items])
+        items = tuple(_plan(i, names) for i in node.items)
+        return None if None in items else ("list" if isinstance(node, nodes.List) else "tuple", items)
     if isinstance(node, nodes.Not):
-        inner = _closure(node.node, names)
-        return None if inner is None else (lambda r: not inner(r))
+        inner = _plan(node.node, names)
+        return None if inner is None else ("not", inner)
     if isinstance(node, (nodes.And, nodes.Or)):
-        left, right = _closure(node.left, names), _closure(node.right, names)
+        left, right = _plan(node.left, names), _plan(node.right, names)
         if left is None or right is None:
             return None
-        if isinstance(node, nodes.And):
-            return lambda r: left(r) and right(r)
-        return lambda r: left(r) or right(r)
+        return ("and" if isinstance(node, nodes.And) else "or", left, right)
     if isinstance(node, nodes.Test) and node.name == "none" and not (
             node.args or node.kwargs or node.dyn_args or node.dyn_kwargs):
-        inner = _closure(node.node, names)
-        return None if inner is None else (lambda r: inner(r) is None)
+        inner = _plan(node.node, names)
+        return None if inner is None else ("none", inner)
     if isinstance(node, nodes.Compare) and node.ops and all(op.op in _COMPARE for op in node.ops):
-        first = _closure(node.expr, names)
-        steps = [(_COMPARE[op.op], _closure(op.expr, names)) for op in node.ops]
-        if first is None or any(f is None for _, f in steps):
+        first = _plan(node.expr, names)
+        steps = tuple((op.op, _plan(op.expr, names)) for op in node.ops)
+        if first is None or any(p is None for _, p in steps):
             return None
+        return ("compare", first, steps)
+    return None
+
+
+def fast_rule(source: str, names: set[str]) -> Callable[[dict], Any] | None:
+    """The rule as a closure over the row (see rule_plan), or None when Jinja must evaluate it."""
+    plan = rule_plan(source, names)
+    return None if plan is None else plan_closure(plan)
+
+
+def plan_closure(plan: tuple) -> Callable[[dict], Any]:
+    """A rule plan as a closure over the row."""
+    kind = plan[0]
+    if kind == "name":
+        key = plan[1]
+        return lambda r: r[key]
+    if kind == "const":
+        value = plan[1]
+        return lambda r: value
+    if kind in ("list", "tuple"):
+        items = [plan_closure(i) for i in plan[1]]
+        make = list if kind == "list" else tuple
+        return lambda r: make([i(r) for i in items])
+    if kind == "not":
+        inner = plan_closure(plan[1])
+        return lambda r: not inner(r)
+    if kind in ("and", "or"):
+        left, right = plan_closure(plan[1]), plan_closure(plan[2])
+        if kind == "and":
+            return lambda r: left(r) and right(r)
+        return lambda r: left(r) or right(r)
+    if kind == "none":
+        inner = plan_closure(plan[1])
+        return lambda r: inner(r) is None
+    if kind == "compare":
+        first = plan_closure(plan[1])
+        steps = [(_COMPARE[op], plan_closure(p)) for op, p in plan[2]]
         if len(steps) == 1:
             (cmp, second), = steps
             return lambda r: cmp(first(r), second(r))
@@ -302,7 +345,7 @@ def _closure(node: nodes.Node, names: set[str]) -> Callable[[dict], Any] | None:
                 left = right
             return result
         return chained
-    return None
+    raise ValueError(f"not a rule plan: {plan!r}")
 
 
 def _rule_check(ok: Callable[[Any], bool], reason: Callable[[Any], str]) -> Callable[[Any], None]:
