@@ -102,17 +102,31 @@ def test_workers_write_exactly_what_the_run_process_writes(tmp_path, mysql_url, 
     assert {d[0] for d in pooled["dead"]} == {"3", "4", "2500", "4500", "5999"}
 
 
+def _workers(pid: int) -> list[int]:
+    """The mapping worker processes among `pid`'s children."""
+    return [p for p in _children(pid) if b"syncrunner.runtime.mapworker" in _cmdline(p)]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def test_a_killed_worker_costs_no_row(tmp_path, mysql_url, pg_url, monkeypatch):
-    import multiprocessing
     monkeypatch.setenv("SYNCRUNNER_MAP_WORKERS_AFTER", "0")
     make_source(mysql_url, 20000)
+    killed: list[int] = []
 
     def kill_workers(chunk_no):
         if chunk_no == 5:
-            for p in multiprocessing.active_children():
-                os.kill(p.pid, signal.SIGKILL)
+            killed.extend(_workers(os.getpid()))
+            for pid in killed:
+                os.kill(pid, signal.SIGKILL)
     result = sync(write_spec(tmp_path, chunk_size=500), mysql_url, pg_url, map_workers=2,
                   observers=[Chunks(kill_workers)])
+    assert len(killed) == 2
     assert result.status == "success"
     assert (result.stats.fetched, result.stats.created) == (20000, 20000)
     assert rows(pg_url, "SELECT COUNT(*), COUNT(DISTINCT id), MIN(id), MAX(id) FROM items")[0] == (20000, 20000, 1, 20000)
@@ -142,7 +156,7 @@ def test_a_run_killed_outright_leaves_no_worker_behind_and_the_next_run_catches_
     deadline = time.monotonic() + 60
     workers: list[int] = []
     while time.monotonic() < deadline and len(workers) < 2:
-        workers = [p for p in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        workers = _workers(proc.pid)
         time.sleep(0.05)
     assert len(workers) == 2, "the run did not start its workers"
     proc.kill()
@@ -190,14 +204,15 @@ def test_a_first_load_goes_straight_in_until_a_key_comes_twice(tmp_path, mysql_u
 
 
 def test_a_mapping_worker_maps_a_packed_chunk_without_loading_a_database_stack(tmp_path):
-    """Workers get their COPY encoders sent and run only modules free of SQLAlchemy, the drivers
-    and jsonschema (~24 MB less resident memory per worker on the bench)."""
+    """Workers get their COPY encoders and parsed rules sent and run only modules free of
+    SQLAlchemy, the drivers, jsonschema, YAML, click and (for rules that need none) Jinja."""
     from syncrunner.adapters.sources.base import Chunk, LazyRecords, RecordRecipe
     from syncrunner.adapters.sources.packed import pymysql_datetime, record_maker
     from syncrunner.runtime.mapworkers import MapPool
     from syncrunner.spec import load_spec
 
-    spec = load_spec(write_spec(tmp_path), {"ITEM_DB_URL": "mysql+pymysql://u@127.0.0.1/db"})
+    rule = '\nvalidate:\n  - {rule: "name is not none and id > 1", message: "no name or the first"}\n'
+    spec = load_spec(write_spec(tmp_path, extra=rule), {"ITEM_DB_URL": "mysql+pymysql://u@127.0.0.1/db"})
     names, convert = ("id", "name", "email", "amount", "seen_on", "updated_at"), {5: pymysql_datetime}
     raw = ['[1, "Ann", "ann@example.com", 1.50, "2024-01-02", "2024-01-02 03:04:05"]',
            '[2, "Bob\\ttab", null, null, null, "2024-01-03 00:00:00"]']
@@ -208,22 +223,24 @@ def test_a_mapping_worker_maps_a_packed_chunk_without_loading_a_database_stack(t
         pool.wait_ready()
         pool.submit("item", chunk, frozenset(), None, fingerprint=True)
         item_back, mc = pool.take(lambda item: pytest.fail("the worker did not map the chunk"))
-        loaded = pool._pool.submit(eval, "sorted({m.split('.')[0] for m in __import__('sys').modules})").result(60)
+        loaded = pool.loaded_modules()
     finally:
         pool.close()
-    assert item_back == "item" and mc.keys == [(1,), (2,)] and not mc.dead
+    assert item_back == "item" and mc.keys == [(2,)]  # the rule, run from its plan, refused record 1
+    assert [(d["record_key"], d["reason"]) for d in mc.dead] == [("1", "no name or the first")]
     (text, count), = mc.encoded.texts
     lines = text.splitlines()
-    assert count == 2 and lines[0].startswith("1\tAnn\tann@example.com\t1.50\t2024-01-02\t2024-01-02T08:04:05+00:00\t")
-    assert lines[1].startswith("2\tBob\\ttab\t\\N\t\\N\t\\N\t2024-01-03T05:00:00+00:00\t")
-    assert {"syncrunner", "jinja2"} <= set(loaded)  # what mapping needs
-    assert not {"sqlalchemy", "pymysql", "psycopg2", "jsonschema", "requests"} & set(loaded)
+    assert count == 1 and lines[0].startswith("2\tBob\\ttab\t\\N\t\\N\t\\N\t2024-01-03T05:00:00+00:00\t")
+    assert "syncrunner" in loaded
+    assert not {"sqlalchemy", "pymysql", "psycopg2", "jsonschema", "requests", "yaml", "click", "jinja2",
+                "multiprocessing"} & set(loaded)
 
 
 def test_workers_build_their_own_encoders_when_a_column_has_a_bind_processor(tmp_path):
     """A json field's COPY encoder wraps its SQLAlchemy bind processor (not picklable by name): the
     setup then carries none and each worker builds the encoders itself, as the run's target does."""
-    from syncrunner.runtime.mapworkers import _shipped_encoders, copy_encoders
+    from syncrunner.runtime.mapworker import copy_encoders
+    from syncrunner.runtime.mapworkers import _shipped_encoders
     from syncrunner.spec import load_spec
 
     env = {"ITEM_DB_URL": "mysql+pymysql://u@127.0.0.1/db"}
@@ -242,7 +259,6 @@ def test_a_counted_first_load_starts_its_workers_at_once_and_a_rerun_does_not(tm
     """Into an empty target every row is mapped, so a counted source larger than the in-process
     allowance starts the workers before its first chunk; into a filled one (rows may be skipped
     unchanged) they start only after that many rows were mapped here."""
-    import multiprocessing
     monkeypatch.setenv("SYNCRUNNER_MAP_WORKERS_AFTER", "3000")
     make_source(mysql_url, 4000)
     spec = write_spec(tmp_path, chunk_size=500)
@@ -250,7 +266,7 @@ def test_a_counted_first_load_starts_its_workers_at_once_and_a_rerun_does_not(tm
 
     def count_workers(chunk_no):
         if chunk_no == 1:
-            at_first_chunk.append(len(multiprocessing.active_children()))
+            at_first_chunk.append(len(_workers(os.getpid())))
     first = sync(spec, mysql_url, pg_url, map_workers=2, count_total=True, observers=[Chunks(count_workers)])
     again = sync(spec, mysql_url, pg_url, map_workers=2, count_total=True, force=True,
                  observers=[Chunks(count_workers)])

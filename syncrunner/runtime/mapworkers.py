@@ -10,8 +10,9 @@ worker yields exactly the rows, dead letters and counts it would yield in the ru
 The pool starts once a run has mapped START_AFTER_ROWS rows in its own process (small and
 incremental runs never pay the start-up), or at once for a first load (empty target) whose counted
 source is larger than that. It is used once its first worker answers: until then chunks keep being
-mapped in process. Workers import no SQLAlchemy or driver (the COPY encoders are sent to them, and
-the modules they run are kept free of both): ~47 MB each on the bench, against ~71 MB before.
+mapped in process. Workers are plain child processes on two pipes (runtime/mapworker.py), not
+multiprocessing: they import no SQLAlchemy, driver, YAML, click or (for specs that need none) Jinja,
+since the COPY encoders and the parsed rules are sent to them.
 Results are taken in chunk order, so chunks are still written, checkpointed and counted in order.
 If a worker dies, the chunks it held are mapped in process and the run goes on without workers.
 
@@ -19,23 +20,23 @@ SYNCRUNNER_MAP_WORKERS sets the number of workers (0 turns them off; default: on
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
-import signal
+import queue
+import subprocess
+import sys
 import threading
-import time
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, replace
-from functools import lru_cache
+from concurrent.futures import Future
+from dataclasses import replace
+from pathlib import Path
 from typing import Any, Callable
 
-from ..adapters.sources.base import Chunk, LazyRecords, RecordRecipe, decode_arrays
+from ..adapters.sources.base import Chunk, LazyRecords
 from ..envvars import env_number
 from ..spec import Spec
-from .chunkmap import EncodedRows, MappedChunk, map_chunk
-from .mapping import Mapper, make_getter
+from .chunkmap import MappedChunk
+from .mapping import rule_plans
+from .mapworker import MODULES, Job, WorkerSetup, copy_encoders, receive, send
 
 log = logging.getLogger("syncrunner")
 START_AFTER_ROWS = 20_000
@@ -65,54 +66,6 @@ def workers_from_env() -> int:
     return count
 
 
-@dataclass(frozen=True)
-class WorkerSetup:
-    """What a worker needs, sent once: the spec without its source options (no connection
-    details or secrets cross to the workers; mapping never needs them)."""
-    spec: Spec
-    skip_validation: bool
-    batch_size: int
-    run_id: int
-    parent: int     # the run's pid: it may already be gone when a worker starts
-    encoders: tuple[list[str], list] | None = None  # the COPY encoders when they pickle (by name)
-
-
-@dataclass
-class Job:
-    """One chunk for a worker: packed JSON texts and their recipe, or the records themselves."""
-    raw: list[str] | None
-    recipe: RecordRecipe | None
-    records: list[dict] | None
-    skip: frozenset[int]
-    fps: list[int] | None
-    fingerprint: bool   # fps left to the worker
-    want_keys: bool
-
-
-# -- in the worker process --------------------------------------------------------------------------
-_worker: dict[str, Any] = {}
-
-
-def _init(setup: WorkerSetup) -> None:
-    """Build the spec's Mapper and COPY encoders once per worker process."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the run stops itself
-    threading.Thread(target=_exit_with_parent, args=(setup.parent,), daemon=True, name="sr-orphan").start()
-    from .fingerprint import Fingerprinter
-    names, encoders = setup.encoders or copy_encoders(setup.spec)
-    _worker.update(setup=setup, mapper=Mapper(setup.spec, skip_validation=setup.skip_validation),
-                   fingerprinter=Fingerprinter(setup.spec, skip_validation=setup.skip_validation),
-                   key_getters=[make_getter(k) for k in setup.spec.source.key], names=names, encoders=encoders)
-
-
-def copy_encoders(spec: Spec) -> tuple[list[str], list]:
-    """The staging table's columns and their COPY encoders, as the run's PostgreSQL target has them."""
-    from sqlalchemy.dialects.postgresql.psycopg2 import dialect as psycopg2_dialect
-
-    from ..adapters.targets.postgresql import stage_encoders
-    from .writer import build_table
-    return stage_encoders(build_table(spec), psycopg2_dialect())
-
-
 def _shipped_encoders(spec: Spec) -> tuple[list[str], list] | None:
     """The encoders built here, to send along, when each is a plain copytext function: they pickle by
     name, and a worker then never imports SQLAlchemy (~30 MB less per worker). Else None: a column
@@ -123,85 +76,147 @@ def _shipped_encoders(spec: Spec) -> tuple[list[str], list] | None:
     return ([str(n) for n in names], encoders) if simple else None  # str: not SQLAlchemy's quoted_name
 
 
-def _exit_with_parent(parent: int) -> None:
-    """A run killed outright (kill -9, OOM) cannot stop its workers, and each worker holds both
-    ends of the pool's queues, so none ever sees end-of-file: a worker whose parent is gone exits."""
-    while os.getppid() == parent:
-        time.sleep(0.2)
-    os._exit(1)
+class WorkerDied(Exception):
+    """A mapping worker process exited or closed its pipe."""
 
 
-def _ready() -> int:
-    return os.getpid()
+class WorkerFailed(Exception):
+    """A worker could not map a chunk (the text is its error); the run maps it itself."""
 
 
-@lru_cache(maxsize=8)
-def _maker(recipe: RecordRecipe) -> Callable[..., dict]:
-    from ..adapters.sources.packed import recipe_maker
-    return recipe_maker(recipe)
+_WORKER_CODE = "from syncrunner.runtime.mapworker import main; main()"
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
-def _map_job(job: Job) -> MappedChunk:
-    from ..adapters.targets.copytext import encode_rows
-    w = _worker
-    setup: WorkerSetup = w["setup"]
-    if job.raw is not None:
-        records: Any = LazyRecords(job.raw, _maker(job.recipe), job.recipe)
-        if not job.skip:
-            records._arrays = decode_arrays(job.raw)
-    else:
-        records = job.records
-    fps = w["fingerprinter"].of(records, job.raw) if job.fingerprint else job.fps
-    mc = map_chunk(setup.spec, w["mapper"], w["key_getters"], records, setup.run_id, skip=job.skip, fps=fps)
-    rows, size, names, encoders = mc.rows, setup.batch_size, w["names"], w["encoders"]
-    mc.encoded = EncodedRows(names, [(encode_rows(names, encoders, rows[i:i + size]), len(rows[i:i + size]))
-                                     for i in range(0, len(rows), size)])
-    mc.rows = None
-    if not job.want_keys:
-        mc.keys = None
-    return mc
+class _Process:
+    """One worker process and the thread that feeds it jobs from the pool's queue, one at a time."""
+
+    def __init__(self, setup: WorkerSetup, jobs: "queue.Queue", on_death: Callable[[BaseException], None],
+                 number: int):
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [_PACKAGE_ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+        self.proc = subprocess.Popen([sys.executable, "-c", _WORKER_CODE], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, env=env)
+        self.ready: Future = Future()
+        self._jobs, self._on_death = jobs, on_death
+        self._setup = setup
+        self.thread = threading.Thread(target=self._feed, daemon=True, name=f"sr-mapworker-{number}")
+        self.thread.start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _feed(self) -> None:
+        inp, out = self.proc.stdin, self.proc.stdout
+        try:
+            send(inp, self._setup)
+            kind, pid = receive(out)
+            self.ready.set_result(pid)
+        except (EOFError, OSError) as e:
+            self.ready.set_exception(WorkerDied(f"a mapping worker process could not start ({e})"))
+            self._on_death(self.ready.exception())
+            return
+        while True:
+            entry = self._jobs.get()
+            if entry is None:  # the pool closes
+                return
+            job, fut = entry
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                send(inp, job)
+                kind, value = receive(out)
+            except (EOFError, OSError):
+                died = WorkerDied("a mapping worker process died")
+                fut.set_exception(died)
+                self._on_death(died)
+                return
+            except BaseException as e:  # noqa: BLE001 - e.g. a chunk that would not pickle
+                fut.set_exception(e)
+                self._on_death(e)
+                return
+            if kind == "ok":
+                fut.set_result(value)
+            else:
+                fut.set_exception(WorkerFailed(value))
+
+    def stop(self, timeout: float) -> None:
+        try:
+            self.proc.stdin.close()  # the worker's loop ends at end of input
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
 
 
 # -- in the run's process ---------------------------------------------------------------------------
 class MapPool:
     """The run's view of its mapping workers: `submit` chunks in order, `take` their results in
-    the same order. `active` once a worker has answered; before that the engine maps in process."""
+    the same order. `active` once a worker has answered; before that the engine maps in process.
+    Each worker takes the next queued chunk when it is free, so a slow chunk holds up no other."""
 
     def __init__(self, spec: Spec, *, workers: int, skip_validation: bool, batch_size: int, run_id: int,
                  want_keys: bool):
         self.workers = workers
         self.want_keys = want_keys
         lean = replace(spec, source=replace(spec.source, options={}))
-        setup = WorkerSetup(lean, skip_validation, batch_size, run_id, os.getpid(), _shipped_encoders(lean))
-        # spawn, not fork: the run's process has threads (writer, lookups, heartbeat) and open
-        # connections that a forked child must not inherit
-        self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_init, initargs=(setup,))
-        self._probes = [self._pool.submit(_ready) for _ in range(workers)]
-        self._queue: deque[tuple[Any, Future | None]] = deque()
+        setup = WorkerSetup(lean, skip_validation, batch_size, run_id, _shipped_encoders(lean),
+                            None if skip_validation else rule_plans(lean))
+        self._jobs: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
         self.broken: str | None = None
         self.chunks_mapped = 0
+        self._closing = False
+        self._queue: deque[tuple[Any, Future | None]] = deque()
+        self._procs = [_Process(setup, self._jobs, self._died, n) for n in range(workers)]
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._procs]
 
     @property
     def active(self) -> bool:
         if self.broken is not None:
             return False
-        done = [p for p in self._probes if p.done()]
-        if any(p.exception() is None for p in done):
+        ready = [p.ready for p in self._procs]
+        if any(f.done() and f.exception() is None for f in ready):
             return True
-        if len(done) == len(self._probes):  # no worker could start: say why, map here
-            self._stop(done[0].exception())
+        if all(f.done() for f in ready):  # no worker could start: say why, map here
+            self._stop(ready[0].exception())
         return False
 
-    def _stop(self, error: BaseException) -> None:
-        self.broken = "a mapping worker process died" if isinstance(error, BrokenProcessPool) else \
-            (f"{type(error).__name__}: {error}" if str(error) else type(error).__name__)
+    def _died(self, error: BaseException) -> None:
+        """A worker is gone: the pool is not used again, and chunks still queued fail (they are
+        mapped in process by `take`, in their turn)."""
+        if self._closing:
+            return
+        self._stop(error)
+        while True:
+            try:
+                entry = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if entry is not None:
+                entry[1].set_exception(error)
+
+    def _stop(self, error: BaseException | None) -> None:
+        with self._lock:
+            if self.broken is not None:
+                return
+            self.broken = (str(error) if isinstance(error, WorkerDied) else
+                           f"{type(error).__name__}: {error}" if error is not None and str(error) else
+                           type(error).__name__)
         log.warning("mapping workers stopped (%s); mapping in this process from here on", self.broken)
 
     def wait_ready(self, timeout: float = 120.0) -> None:
-        """Block until a worker has started (it raises what made it fail to start)."""
+        """Block until a worker has started (or none could)."""
         from concurrent.futures import FIRST_COMPLETED, wait
-        wait(self._probes, timeout=timeout, return_when=FIRST_COMPLETED)
+        wait([p.ready for p in self._procs], timeout=timeout, return_when=FIRST_COMPLETED)
 
     @property
     def depth(self) -> int:
@@ -222,10 +237,8 @@ class MapPool:
             job = Job(None, None, list(records), skip, fps, fingerprint, self.want_keys)
         fut: Future | None = None
         if self.broken is None:
-            try:
-                fut = self._pool.submit(_map_job, job)
-            except BrokenProcessPool as e:  # `take` maps it here, in its turn
-                self._stop(e)
+            fut = Future()
+            self._jobs.put((job, fut))
         self._queue.append((item, fut))
 
     def take(self, remap: Callable[[Any], MappedChunk]) -> tuple[Any, MappedChunk]:
@@ -242,5 +255,24 @@ class MapPool:
                 self._stop(e)
         return item, remap(item)
 
+    def loaded_modules(self, timeout: float = 60.0) -> list[str]:
+        """The top-level modules a worker has imported (what a worker costs; for tests)."""
+        fut: Future = Future()
+        self._jobs.put((MODULES, fut))
+        return fut.result(timeout)
+
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Cancel what no worker took yet, let each worker finish its chunk, end the processes."""
+        self._closing = True
+        while True:
+            try:
+                entry = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if entry is not None:
+                entry[1].cancel()
+        for _ in self._procs:
+            self._jobs.put(None)
+        for p in self._procs:
+            p.thread.join(timeout=30.0)
+            p.stop(timeout=10.0)

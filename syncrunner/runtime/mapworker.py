@@ -1,0 +1,156 @@
+"""A mapping worker process: `python -m syncrunner.runtime.mapworker`, started by the run's
+MapPool (runtime/mapworkers.py). It reads jobs (chunks) from its stdin and writes their mapped,
+COPY-encoded results to its stdout, one pickled frame each, in order.
+
+Why a plain child process on two pipes and not multiprocessing: a spawned multiprocessing child
+re-imports the run's `__main__` (the CLI: click and everything it pulls in) and needs a resource
+tracker process (~13 MB); this one imports only what mapping needs: the stdlib, the spec's
+dataclasses, the mapping and the COPY encoders (no SQLAlchemy, driver, jsonschema, YAML, click;
+Jinja only for a spec whose rules or expressions need it). It exits when its stdin closes, which
+also happens when the run is killed outright, so no worker outlives its run.
+
+Frames: an 8-byte big-endian length, then a pickle. The worker answers each job with ("ok",
+result) or ("error", text); its first frame is ("ready", pid)."""
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import struct
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, BinaryIO, Callable
+
+from ..adapters.sources.base import LazyRecords, RecordRecipe, decode_arrays
+from ..spec import Spec
+from .chunkmap import EncodedRows, MappedChunk, map_chunk
+from .mapping import Mapper, make_getter
+
+_HEADER = struct.Struct(">Q")
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What a worker needs, sent once: the spec without its source options (no connection
+    details or secrets cross to the workers; mapping never needs them)."""
+    spec: Spec
+    skip_validation: bool
+    batch_size: int
+    run_id: int
+    encoders: tuple[list[str], list] | None = None  # the COPY encoders when they pickle (by name)
+    rule_plans: tuple | None = None                 # the spec's rules, parsed (mapping.rule_plans)
+
+
+@dataclass
+class Job:
+    """One chunk for a worker: packed JSON texts and their recipe, or the records themselves."""
+    raw: list[str] | None
+    recipe: RecordRecipe | None
+    records: list[dict] | None
+    skip: frozenset[int]
+    fps: list[int] | None
+    fingerprint: bool   # fps left to the worker
+    want_keys: bool
+
+
+MODULES = "modules"  # a request for the worker's loaded top-level modules (diagnostics, tests)
+
+
+def send(stream: BinaryIO, obj: Any) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(data)))
+    stream.write(data)
+    stream.flush()
+
+
+def receive(stream: BinaryIO) -> Any:
+    """The next frame; EOFError when the other side has closed the pipe."""
+    head = stream.read(_HEADER.size)
+    if len(head) < _HEADER.size:
+        raise EOFError("pipe closed")
+    size, = _HEADER.unpack(head)
+    data = stream.read(size)
+    if len(data) < size:
+        raise EOFError("pipe closed mid-frame")
+    return pickle.loads(data)
+
+
+def copy_encoders(spec: Spec) -> tuple[list[str], list]:
+    """The staging table's columns and their COPY encoders, as the run's PostgreSQL target has them
+    (only needed here when the run could not send them: it brings SQLAlchemy)."""
+    from sqlalchemy.dialects.postgresql.psycopg2 import dialect as psycopg2_dialect
+
+    from ..adapters.targets.postgresql import stage_encoders
+    from .writer import build_table
+    return stage_encoders(build_table(spec), psycopg2_dialect())
+
+
+class Worker:
+    """The spec's Mapper, fingerprinter and COPY encoders, built once per process."""
+
+    def __init__(self, setup: WorkerSetup):
+        from .fingerprint import Fingerprinter
+        self.setup = setup
+        self.names, self.encoders = setup.encoders or copy_encoders(setup.spec)
+        self.mapper = Mapper(setup.spec, skip_validation=setup.skip_validation, rule_plans=setup.rule_plans)
+        self.fingerprinter = Fingerprinter(setup.spec, skip_validation=setup.skip_validation)
+        self.key_getters = [make_getter(k) for k in setup.spec.source.key]
+
+    def map(self, job: Job) -> MappedChunk:
+        from ..adapters.targets.copytext import encode_rows
+        setup = self.setup
+        if job.raw is not None:
+            records: Any = LazyRecords(job.raw, _maker(job.recipe), job.recipe)
+            if not job.skip:
+                records._arrays = decode_arrays(job.raw)
+        else:
+            records = job.records
+        fps = self.fingerprinter.of(records, job.raw) if job.fingerprint else job.fps
+        mc = map_chunk(setup.spec, self.mapper, self.key_getters, records, setup.run_id, skip=job.skip, fps=fps)
+        rows, size, names, encoders = mc.rows, setup.batch_size, self.names, self.encoders
+        mc.encoded = EncodedRows(names, [(encode_rows(names, encoders, rows[i:i + size]), len(rows[i:i + size]))
+                                         for i in range(0, len(rows), size)])
+        mc.rows = None
+        if not job.want_keys:
+            mc.keys = None
+        return mc
+
+
+@lru_cache(maxsize=8)
+def _maker(recipe: RecordRecipe) -> Callable[..., dict]:
+    from ..adapters.sources.packed import recipe_maker
+    return recipe_maker(recipe)
+
+
+def serve(inp: BinaryIO, out: BinaryIO) -> None:
+    """The worker's loop: the setup, then one answer per job until the input closes."""
+    worker = Worker(receive(inp))
+    send(out, ("ready", os.getpid()))
+    while True:
+        try:
+            job = receive(inp)
+        except EOFError:
+            return
+        if job == MODULES:
+            send(out, ("ok", sorted({m.split(".")[0] for m in sys.modules})))
+            continue
+        try:
+            answer = ("ok", worker.map(job))
+        except Exception as e:  # noqa: BLE001 - the run maps the chunk again itself; a real error recurs there
+            answer = ("error", f"{type(e).__name__}: {e}")
+        send(out, answer)
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the run stops itself
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # a stray print must not corrupt the frames
+    try:
+        serve(inp, out)
+    except (EOFError, BrokenPipeError):  # the run is gone
+        pass
+
+
+if __name__ == "__main__":
+    main()
