@@ -16,6 +16,7 @@ rounds. Counts come from the target's sync_history row, not from the CLI's outpu
 from __future__ import annotations
 
 import argparse
+import compileall
 import io
 import json
 import os
@@ -303,6 +304,9 @@ def main() -> None:
     args = ap.parse_args()
 
     target = PgTarget(args.pg_server) if args.target == "postgresql" else SqliteTarget()
+    # the package byte-compiled, as an installed one is (scripts/setup does it too): else, with
+    # PYTHONDONTWRITEBYTECODE set, every run would compile syncrunner's modules from source
+    compileall.compile_dir(str(HERE.parent / "syncrunner"), quiet=1)
     print(f"syncrunner bench: {args.rows:,} rows, MariaDB -> {args.target}, {args.rounds} round(s); "
           f"{platform.node()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f} at start", flush=True)
     started = time.monotonic()
