@@ -108,10 +108,18 @@ class Worker:
             records = job.records
         fps = self.fingerprinter.of(records, job.raw) if job.fingerprint else job.fps
         mc = map_chunk(setup.spec, self.mapper, self.key_getters, records, setup.run_id, skip=job.skip, fps=fps)
+        # what the rows were made from goes before they are encoded: a worker's peak memory is
+        # what one chunk holds at once
+        job.raw = job.records = None
+        del records, fps
         rows, size, names, encoders = mc.rows, setup.batch_size, self.names, self.encoders
-        mc.encoded = EncodedRows(names, [(encode_rows(names, encoders, rows[i:i + size]), len(rows[i:i + size]))
-                                         for i in range(0, len(rows), size)])
         mc.rows = None
+        texts, batch = [], None
+        for i in range(0, len(rows), size):
+            batch = rows[i:i + size]
+            texts.append((encode_rows(names, encoders, batch), len(batch)))
+        del rows, batch
+        mc.encoded = EncodedRows(names, texts)
         if not job.want_keys:
             mc.keys = None
         return mc
@@ -140,6 +148,7 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
         except Exception as e:  # noqa: BLE001 - the run maps the chunk again itself; a real error recurs there
             answer = ("error", f"{type(e).__name__}: {e}")
         send(out, answer)
+        answer = job = None  # not held while the next job arrives
 
 
 def main() -> None:
