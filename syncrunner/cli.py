@@ -135,12 +135,14 @@ def run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...],
     1 some failed, 4 an entity was already running."""
     from .progress import ProgressObserver
     from .runtime.engine import run_spec
+    from .runtime.memory import return_freed_memory
     from .runtime.ordering import OrderError, run_order, select
     from .runtime.strategy import OptionError, check_options
     from .runtime.target import default_target_url
 
     opts = _make_options(kw)
     setup_logging(opts.debug, log_format)
+    return_freed_memory()
     try:
         check_options(opts)
     except OptionError as e:
