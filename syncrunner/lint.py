@@ -6,8 +6,7 @@ import re
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import jmespath
-
+from .runtime.mapping import plain_path
 from .runtime.templating import expression_problem, sql_template_problems
 from .yamlpos import Located
 
@@ -34,10 +33,12 @@ def semantic_problems(data: dict, loc: Located, fname: str) -> list:
             path = f.get("from", name)
             if isinstance(path, str):
                 direct.setdefault(path, name)
-                try:
-                    jmespath.compile(path)
-                except jmespath.exceptions.JMESPathError as e:
-                    add(("fields", name, "from"), f"not a valid jmespath expression: {e}")
+                if not plain_path(path):  # a plain name or dotted path is always valid
+                    import jmespath
+                    try:
+                        jmespath.compile(path)
+                    except jmespath.exceptions.JMESPathError as e:
+                        add(("fields", name, "from"), f"not a valid jmespath expression: {e}")
         if isinstance(f.get("regex"), str):
             try:
                 re.compile(f["regex"])

@@ -23,9 +23,14 @@ from .coerce import DataError
 _SIMPLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
+def plain_path(path: str) -> bool:
+    """A plain name or dotted path (`id`, `properties.email`): read without jmespath."""
+    return _SIMPLE.fullmatch(path) is not None
+
+
 def make_getter(path: str) -> Callable[[dict], Any]:
     """Plain names and dotted paths get a direct lookup; anything else goes through jmespath."""
-    if _SIMPLE.fullmatch(path):
+    if plain_path(path):
         parts = path.split(".")
         if len(parts) == 1:
             name = parts[0]
