@@ -156,8 +156,41 @@ def test_stored_fingerprints_say_which_keys_do_not_match_the_same_on_every_targe
         with engine.connect() as c:
             lookup.begin(c)
         assert lookup.unmatched(keys, fps) == expect
+        lookup.close()
         with_deleted = StoredFingerprints(engine, table, [table.primary_key.columns.keys()[0]], None)
         with engine.connect() as c:
             with_deleted.begin(c)
         assert with_deleted.unmatched(keys, fps) == expect - {keys[3]}
+        with_deleted.close()
+    engine.dispose()
+
+
+def test_the_lookup_connection_is_held_for_the_run_and_replaced_when_it_drops(pg_url):
+    """One connection serves every chunk's lookup (no checkout and pre-ping per chunk); if the
+    server drops it between two chunks, the next lookup reconnects instead of failing the run."""
+    import sqlalchemy as sa
+    from syncrunner.runtime.fingerprint import FP_COLUMN
+    from syncrunner.runtime.fplookup import StoredFingerprints
+    from syncrunner.runtime.target import make_engine
+    engine = make_engine(pg_url)
+    md = sa.MetaData()
+    table = sa.Table("fp_held", md, sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+                     sa.Column(FP_COLUMN, sa.BigInteger))
+    md.create_all(engine)
+    with engine.begin() as c:
+        c.execute(table.insert(), [{"id": 1, FP_COLUMN: 10}, {"id": 2, FP_COLUMN: 20}])
+    lookup = StoredFingerprints(engine, table, ["id"], None)
+    with engine.connect() as c:
+        lookup.begin(c)
+    pids = set()
+    for _ in range(3):
+        assert lookup.unmatched([(1,), (2,)], [10, 99]) == {(2,)}
+        pids.add(lookup._conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+        lookup._conn.rollback()
+    assert len(pids) == 1
+    with engine.connect() as admin:
+        assert admin.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pids.pop()}).scalar_one()
+    assert lookup.unmatched([(1,), (2,)], [10, 99]) == {(2,)}
+    lookup.close()
+    assert lookup._conn is None
     engine.dispose()

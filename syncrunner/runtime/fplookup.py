@@ -27,7 +27,8 @@ def fingerprint_column() -> sa.Column:
 class StoredFingerprints:
     """Reads the fingerprints of stored rows by target key, on a connection of its own (the run's
     connection may be busy writing the previous chunk), one short read transaction per chunk so
-    every lookup sees what has been committed."""
+    every lookup sees what has been committed. The connection is held for the run (lookups run
+    on one thread): a pool checkout per chunk cost a pre-ping round trip each."""
 
     def __init__(self, engine: sa.Engine, table: sa.Table, keys: list[str], live_only: sa.Column | None):
         self.engine = engine
@@ -36,6 +37,7 @@ class StoredFingerprints:
         self.table = table
         self.live_only = live_only  # soft deletes: a deleted row must be written to come back
         self.active = False
+        self._conn: sa.Connection | None = None
 
     def begin(self, conn: sa.Connection) -> None:
         """Only a table that already holds rows can hold a match (a first load skips the lookups)."""
@@ -48,16 +50,38 @@ class StoredFingerprints:
         process builds nothing per key."""
         if not self.active or not keys:
             return set(keys)
-        with self.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
+        for attempt in (1, 2):
+            conn = self._conn
+            if conn is None:
+                conn = self._conn = self.engine.connect().execution_options(**{READ_ONLY: True})
+            try:
+                return self._unmatched(conn, keys, fps)
+            except sa.exc.DBAPIError as e:
+                self.close()
+                if attempt == 2 or not (e.connection_invalidated or conn.invalidated):
+                    raise
+        raise AssertionError("unreachable")
+
+    def _unmatched(self, conn: sa.Connection, keys: list[tuple], fps: list[int]) -> set[tuple]:
+        try:
             anti = self._anti_join(conn) if len(self.keys) == 1 else None
             if anti is not None:
-                out = {(k,) for k, in conn.execute(anti, {"keys": _array_param([k[0] for k in keys]),
-                                                          "fps": _array_param(fps)})}
-            else:
-                stored = self._fetch(conn, keys)
-                out = {k for k, fp in zip(keys, fps) if stored.get(k) != fp}
-            conn.rollback()
-        return out
+                return {(k,) for k, in conn.execute(anti, {"keys": _array_param([k[0] for k in keys]),
+                                                           "fps": _array_param(fps)})}
+            stored = self._fetch(conn, keys)
+            return {k for k, fp in zip(keys, fps) if stored.get(k) != fp}
+        finally:
+            if not conn.invalidated and conn.in_transaction():
+                conn.rollback()
+
+    def close(self) -> None:
+        """Give the held connection back (after the lookups are done, or once it failed)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except sa.exc.DBAPIError:
+                pass
 
     def _anti_join(self, conn: sa.Connection) -> sa.TextClause | None:
         """PostgreSQL, one integer or string key column: the chunk's keys and fingerprints as two
@@ -236,3 +260,5 @@ class UnchangedSkipper:
     def close(self) -> None:
         if self.lookups is not None:
             self.lookups.shutdown(wait=True, cancel_futures=True)
+        if self.stored is not None:
+            self.stored.close()
