@@ -272,3 +272,29 @@ def test_a_counted_first_load_starts_its_workers_at_once_and_a_rerun_does_not(tm
                  observers=[Chunks(count_workers)])
     assert (first.stats.created, again.stats.fetched) == (4000, 4000)
     assert at_first_chunk == [2, 0]
+
+
+def test_workers_map_for_targets_without_copy_and_write_the_same(tmp_path, mysql_url, target_url, monkeypatch):
+    """Into SQLite and MySQL (no COPY text) the workers send the mapped rows back: the table, the
+    dead letters, the counts and the watermark are those of a run mapping in its own process."""
+    monkeypatch.setenv("SYNCRUNNER_MAP_WORKERS_AFTER", "0")
+    src = make_source(mysql_url, 3000)
+    with src.begin() as c:
+        c.execute(item.update().where(item.c.id == 7).values(email="not-an-email"))
+    results = {}
+    for workers in (0, 2):
+        table = f"items_w{workers}"
+        spec = write_spec(tmp_path, chunk_size=500, batch_size=200, name=f"{table}.yaml", entity=table, table=table)
+        first = sync(spec, mysql_url, target_url, map_workers=workers)
+        again = sync(spec, mysql_url, target_url, map_workers=workers, full=True)
+        results[workers] = dict(stats=(first.stats, again.stats), status=(first.status, again.status),
+                                watermark=(first.watermark, again.watermark), table=_table(target_url, table),
+                                dead=_dead(target_url, table),
+                                by_workers=_metrics(target_url, table)["chunks_mapped_by_workers"])
+    here, pooled = results[0], results[2]
+    assert here["by_workers"] == 0 and pooled["by_workers"] == 6
+    assert pooled["status"] == ("partial", "success")
+    assert (pooled["stats"][0].created, pooled["stats"][0].failed) == (2999, 1)
+    assert pooled["stats"][1].unchanged == 2999  # the workers' fingerprints match this process's
+    for key in ("stats", "watermark", "table", "dead"):
+        assert pooled[key] == here[key], key

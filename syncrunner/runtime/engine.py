@@ -262,7 +262,7 @@ class SyncRun:
             flow = _Flow(pipe, conn, writer, deletes, run_id, window, watermark)
             if self.map_after == 0:  # every chunk to the workers: start them now and wait for them
                 self._start_pool(flow, wait=True)
-            elif writer.direct and total is not None and total > self.map_after:
+            elif writer.empty and total is not None and total > self.map_after:
                 self._start_pool(flow)  # a first load (empty target) of a counted large source: every
                 # row will be mapped, so the workers start now; chunks map here until one answers
             ahead: Prepared | None = None  # with fingerprint lookups, one chunk is read ahead: its lookup
@@ -351,11 +351,12 @@ class SyncRun:
 
     def _start_pool(self, flow: "_Flow", *, wait: bool = False) -> None:
         """Start the mapping workers, if this run may use them (see runtime/mapworkers.py)."""
-        if self.pool is not None or not self.map_workers or not flow.writer.dialect.loads_text:
+        if self.pool is not None or not self.map_workers:
             return
         self.pool = MapPool(self.spec, workers=self.map_workers, skip_validation=self.opts.skip_validation,
                             batch_size=flow.writer.batch_size, run_id=flow.run_id,
-                            want_keys=flow.deletes.generation is not None)
+                            want_keys=flow.deletes.generation is not None,
+                            copy_text=flow.writer.dialect.loads_text)
         if self.skipper is not None:  # more chunks are between a lookup and their commit now
             self.skipper.track_in_flight(self.pool.depth + 2)
         if wait:

@@ -40,6 +40,7 @@ class WorkerSetup:
     run_id: int
     encoders: tuple[list[str], list] | None = None  # the COPY encoders when they pickle (by name)
     rule_plans: tuple | None = None                 # the spec's rules, parsed (mapping.rule_plans)
+    copy_text: bool = True  # answer with COPY text (PostgreSQL); else with the mapped rows themselves
 
 
 @dataclass
@@ -92,7 +93,8 @@ class Worker:
     def __init__(self, setup: WorkerSetup):
         from .fingerprint import Fingerprinter
         self.setup = setup
-        self.names, self.encoders = setup.encoders or copy_encoders(setup.spec)
+        if setup.copy_text:
+            self.names, self.encoders = setup.encoders or copy_encoders(setup.spec)
         self.mapper = Mapper(setup.spec, skip_validation=setup.skip_validation, rule_plans=setup.rule_plans)
         self.fingerprinter = Fingerprinter(setup.spec, skip_validation=setup.skip_validation)
         self.key_getters = [make_getter(k) for k in setup.spec.source.key]
@@ -112,6 +114,10 @@ class Worker:
         # what one chunk holds at once
         job.raw = job.records = None
         del records, fps
+        if not job.want_keys:
+            mc.keys = None
+        if not setup.copy_text:  # a target without COPY: the rows travel back as they are
+            return mc
         rows, size, names, encoders = mc.rows, setup.batch_size, self.names, self.encoders
         mc.rows = None
         texts, batch = [], None
@@ -120,8 +126,6 @@ class Worker:
             texts.append((encode_rows(names, encoders, batch), len(batch)))
         del rows, batch
         mc.encoded = EncodedRows(names, texts)
-        if not job.want_keys:
-            mc.keys = None
         return mc
 
 

@@ -1,15 +1,16 @@
-"""Mapping in worker processes, for large runs into PostgreSQL.
+"""Mapping in worker processes, for large runs.
 
 One Python process spends ~22 us of CPU per bench row reading, mapping and encoding, and the GIL
 serialises it: the process, not either database, bounds a full sync. Here worker processes decode
-packed rows, map and validate them (the spec's own compiled Mapper) and encode them as COPY text;
-the run's process keeps the read, the fingerprints, the COPY, the merge, the checkpoint and
-SyncHistory. Workers are pure functions of a chunk (runtime/chunkmap.py), so a chunk mapped by a
+packed rows, map and validate them (the spec's own compiled Mapper) and encode them as COPY text
+(PostgreSQL) or send the mapped rows back as they are (SQLite, MySQL: the run's process then binds
+and inserts them); the run's process keeps the read, the fingerprint lookups, the write, the
+merge, the checkpoint and SyncHistory. Workers are pure functions of a chunk (runtime/chunkmap.py), so a chunk mapped by a
 worker yields exactly the rows, dead letters and counts it would yield in the run's process.
 
 The pool starts once a run has mapped START_AFTER_ROWS rows in its own process (small and
-incremental runs never pay the start-up), or at once for a first load (empty target) whose counted
-source is larger than that. It is used once its first worker answers: until then chunks keep being
+incremental runs never pay the start-up), or at once for a first load (empty target table) whose
+counted source is larger than that. It is used once its first worker answers: until then chunks keep being
 mapped in process. Workers are plain child processes on two pipes (runtime/mapworker.py), not
 multiprocessing: they import no SQLAlchemy, driver, YAML, click or (for specs that need none) Jinja,
 since the COPY encoders and the parsed rules are sent to them.
@@ -161,12 +162,13 @@ class MapPool:
     Each worker takes the next queued chunk when it is free, so a slow chunk holds up no other."""
 
     def __init__(self, spec: Spec, *, workers: int, skip_validation: bool, batch_size: int, run_id: int,
-                 want_keys: bool):
+                 want_keys: bool, copy_text: bool = True):
         self.workers = workers
         self.want_keys = want_keys
         lean = replace(spec, source=replace(spec.source, options={}))
-        setup = WorkerSetup(lean, skip_validation, batch_size, run_id, _shipped_encoders(lean),
-                            None if skip_validation else rule_plans(lean))
+        setup = WorkerSetup(lean, skip_validation, batch_size, run_id,
+                            _shipped_encoders(lean) if copy_text else None,
+                            None if skip_validation else rule_plans(lean), copy_text)
         self._jobs: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
         self.broken: str | None = None

@@ -69,6 +69,7 @@ class Writer:
         # The table held no row when the run started: a batch is loaded straight into it until
         # the database refuses one (a key written earlier in this run), then merged as usual.
         self.direct = False
+        self.empty = False  # the table held no row when the run started (set by prepare)
 
     def reset_session(self) -> None:
         """Forget per-session state (the temporary staging table) after a reconnect."""
@@ -113,10 +114,10 @@ class Writer:
         for col in missing:
             conn.execute(sa.text(self.add_column_sql(col)))
             done.append(f"added column {self.table.name}.{col.name}")
-        # emptiness first: it is one cheap query, the key check reflects three catalogs (~35 ms)
-        self.direct = self.dialect.loads_direct and conn.execute(
-            sa.select(sa.literal(1)).select_from(self.table).limit(1)).first() is None and \
-            (bool(create) or self._unique_on_key(conn))
+        self.empty = bool(create) or conn.execute(
+            sa.select(sa.literal(1)).select_from(self.table).limit(1)).first() is None
+        # the key check reflects three catalogs (~35 ms): only for an empty table
+        self.direct = self.dialect.loads_direct and self.empty and (bool(create) or self._unique_on_key(conn))
         return done
 
     def _unique_on_key(self, conn: sa.Connection) -> bool:
