@@ -31,6 +31,21 @@ NY = ZoneInfo("America/New_York")
 log = logging.getLogger(__name__)
 
 
+class ThreadAfterChunk:
+    """Observer: once chunk `chunk_no` has committed, run `action` on a thread of its own (the
+    run goes on meanwhile, as it would while a server restarts under it)."""
+
+    def __init__(self, chunk_no: int, action):
+        self.chunk_no, self.action = chunk_no, action
+
+    def started(self, *a): pass
+    def finished(self, *a): pass
+
+    def chunk_done(self, spec, chunk_no, stats):
+        if chunk_no == self.chunk_no:
+            threading.Thread(target=self.action, daemon=True).start()
+
+
 def _source(url) -> list[tuple]:
     """Source rows as the target should hold them (naive New York times -> UTC)."""
     return [(r.id, r.name, r.email, Decimal(str(r.amount)).quantize(Decimal("0.01")),
@@ -300,17 +315,10 @@ def test_target_restarted_mid_run_retries_the_chunk_and_nothing_is_half_written(
         private_pg.start()
         restarted.set()
 
-    class RestartAfter:
-        def started(self, *a): pass
-        def finished(self, *a): pass
-
-        def chunk_done(self, spec, chunk_no, stats):
-            if chunk_no == 10:
-                threading.Thread(target=restart, daemon=True).start()
 
     t0 = time.monotonic()
     with caplog.at_level(logging.INFO, logger="syncrunner"):
-        result = sync(spec, mysql_url, private_pg.url, observers=[RestartAfter()], heartbeat_seconds=0.2)
+        result = sync(spec, mysql_url, private_pg.url, observers=[ThreadAfterChunk(10, restart)], heartbeat_seconds=0.2)
     assert restarted.is_set()
     assert "lost the target connection" in caplog.text
     assert result.status == "success", result.error
@@ -357,17 +365,10 @@ def test_target_database_recreated_mid_run_fails_at_once_instead_of_waiting_for_
         except BaseException as e:  # noqa: BLE001 - reported by the test's thread
             problems.append(e)
 
-    class RecreateAfter:
-        def started(self, *a): pass
-        def finished(self, *a): pass
-
-        def chunk_done(self, spec, chunk_no, stats):
-            if chunk_no == 5:
-                threading.Thread(target=recreate, daemon=True).start()
 
     try:
         with caplog.at_level(logging.INFO, logger="syncrunner"):
-            result = sync(spec, mysql_url, pg_url, observers=[RecreateAfter()], heartbeat_seconds=0.2)
+            result = sync(spec, mysql_url, pg_url, observers=[ThreadAfterChunk(5, recreate)], heartbeat_seconds=0.2)
         returned_at = time.monotonic()
     finally:
         admin.dispose()

@@ -507,7 +507,7 @@ class SyncRun:
                 raise
             cause = e.orig if e.orig is not None else e
             first_line = (str(cause).strip().splitlines() or [""])[0]
-            raise RuntimeError(f"the target answered after the lost connection, but regaining run {run_id} "
+            raise TargetRegainFailed(f"the target answered after the lost connection, but regaining run {run_id} "
                                f"failed: {type(cause).__name__}: {first_line}") from e
         if row is None or row.status != "running":
             raise history.RunSwept(f"SyncHistory run {run_id} was marked {row.status if row else 'gone'} "
@@ -625,6 +625,11 @@ class SyncRun:
 
 class TargetUnavailable(RuntimeError):
     """The target stayed unreachable longer than the retry budget."""
+
+
+class TargetRegainFailed(RuntimeError):
+    """The target came back after a lost connection but refused what the run needs to go on
+    (e.g. its SyncHistory table is gone: the database was recreated): retrying cannot help."""
 
 
 def _deleted_note(d: dict) -> str:

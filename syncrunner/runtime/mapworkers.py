@@ -198,13 +198,19 @@ class MapPool:
         if self._closing:
             return
         self._stop(error)
+        for fut in self._queued():
+            fut.set_exception(error)
+
+    def _queued(self) -> list[Future]:
+        """Take every job no worker has taken yet off the queue; their futures."""
+        futures = []
         while True:
             try:
                 entry = self._jobs.get_nowait()
             except queue.Empty:
-                return
+                return futures
             if entry is not None:
-                entry[1].set_exception(error)
+                futures.append(entry[1])
 
     def _stop(self, error: BaseException | None) -> None:
         with self._lock:
@@ -266,13 +272,8 @@ class MapPool:
     def close(self) -> None:
         """Cancel what no worker took yet, let each worker finish its chunk, end the processes."""
         self._closing = True
-        while True:
-            try:
-                entry = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if entry is not None:
-                entry[1].cancel()
+        for fut in self._queued():
+            fut.cancel()
         for _ in self._procs:
             self._jobs.put(None)
         for p in self._procs:
