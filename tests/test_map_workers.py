@@ -203,7 +203,7 @@ def test_a_first_load_goes_straight_in_until_a_key_comes_twice(tmp_path, mysql_u
     assert "merging through the staging table from here on" in caplog.text
 
 
-def test_a_mapping_worker_maps_a_packed_chunk_without_loading_a_database_stack(tmp_path):
+def test_a_mapping_worker_maps_a_packed_chunk_without_loading_a_database_stack(tmp_path, monkeypatch):
     """Workers get their COPY encoders and parsed rules sent and run only modules free of
     SQLAlchemy, the drivers, jsonschema, YAML, click and (for rules that need none) Jinja."""
     from syncrunner.adapters.sources.base import Chunk, LazyRecords, RecordRecipe
@@ -218,9 +218,12 @@ def test_a_mapping_worker_maps_a_packed_chunk_without_loading_a_database_stack(t
            '[2, "Bob\\ttab", null, null, null, "2024-01-03 00:00:00"]']
     recipe = RecordRecipe(names, tuple(convert.items()))
     chunk = Chunk(LazyRecords(raw, record_maker(list(names), convert), recipe), {}, raw)
+    monkeypatch.setenv("ITEM_DB_URL", "mysql+pymysql://u:hunter2pw@127.0.0.1/db")
+    monkeypatch.setenv("SR_TEST_API_TOKEN", "tok-123456")
     pool = MapPool(spec, workers=1, skip_validation=False, batch_size=500, run_id=1, want_keys=True)
     try:
         pool.wait_ready()
+        environ = Path(f"/proc/{pool.pids[0]}/environ").read_bytes()
         pool.submit("item", chunk, frozenset(), None, fingerprint=True)
         item_back, mc = pool.take(lambda item: pytest.fail("the worker did not map the chunk"))
         loaded = pool.loaded_modules()
@@ -232,6 +235,7 @@ def test_a_mapping_worker_maps_a_packed_chunk_without_loading_a_database_stack(t
     lines = text.splitlines()
     assert count == 1 and lines[0].startswith("2\tBob\\ttab\t\\N\t\\N\t\\N\t2024-01-03T05:00:00+00:00\t")
     assert "syncrunner" in loaded
+    assert b"hunter2pw" not in environ and b"tok-123456" not in environ and b"PYTHONPATH=" in environ
     assert not {"sqlalchemy", "pymysql", "psycopg2", "jsonschema", "requests", "yaml", "click", "jinja2",
                 "multiprocessing"} & set(loaded)
 

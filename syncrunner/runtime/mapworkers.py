@@ -89,13 +89,22 @@ _WORKER_CODE = "from syncrunner.runtime.mapworker import main; main()"
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
+def worker_environment() -> dict[str, str]:
+    """The run's environment without what looks like a credential or a connection URL (as
+    redact.py judges names): mapping needs neither, so neither is in a worker's /proc environ."""
+    from ..redact import is_secret_name, is_url_name
+    env = {k: v for k, v in os.environ.items() if not (is_secret_name(k) or is_url_name(k))}
+    env["PYTHONPATH"] = os.pathsep.join(
+        [_PACKAGE_ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
+
+
 class _Process:
     """One worker process and the thread that feeds it jobs from the pool's queue, one at a time."""
 
     def __init__(self, setup: WorkerSetup, jobs: "queue.Queue", on_death: Callable[[BaseException], None],
                  number: int):
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            [_PACKAGE_ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+        env = worker_environment()
         self.proc = subprocess.Popen([sys.executable, "-c", _WORKER_CODE], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, env=env)
         self.ready: Future = Future()
