@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import importlib
-import json
 import sys
-import warnings
 from typing import TYPE_CHECKING
 
 import click

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from syncrunner.dburl import create_engine
-from tests.helpers import (BASE_TS, cli, cli_env, cli_start, history, item, make_source, rows, sync,
+from tests.helpers import (BASE_TS, cli, cli_env, cli_start, item, make_source, rows, sync,
                            write_spec)
 from tests.test_deletes import SOFT, _delete_upstream, _deleted
 

@@ -4,6 +4,7 @@ runtime/fingerprint.py, which stays free of SQLAlchemy for the mapping workers."
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from operator import itemgetter

@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .sqltypes import JSONValue, UTCDateTime, dumps
+from .sqltypes import JSONValue, UTCDateTime
 from .deadletter import dead_letter  # noqa: F401 - part of this module's interface
 from .stats import Stats
 

@@ -2,14 +2,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
-from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.types import TypeDecorator
-
-from .codec import dumps, json_default  # noqa: F401 - re-exported: the column types use them
 
 UTC = dt.timezone.utc
 
