@@ -14,8 +14,7 @@ from .spec import SpecError, find_specs, load_spec
 if TYPE_CHECKING:
     from .runtime.strategy import RunOptions
 
-# What the commands need (SQLAlchemy, the engine, jsonschema, jinja2) is imported inside them: a
-# mapping worker process re-imports this module as its __main__ (multiprocessing's spawn), and
+# What the commands need (SQLAlchemy, the engine, jsonschema, jinja2) is imported inside them:
 # `--help`, `lint` and `docs` should not pay for a database stack they never use.
 
 EXIT_OK, EXIT_FAILED, EXIT_PARTIAL, EXIT_LOCKED = 0, 1, 3, 4
@@ -263,5 +262,12 @@ def demo(workdir: str, size: int, verbose: bool) -> None:
     sys.exit(run_demo(workdir, size))
 
 
+def entry() -> None:
+    """The console script: the commands, then an exit without the interpreter's teardown
+    (see quickexit.py)."""
+    from .quickexit import run as run_and_leave
+    run_and_leave(main)
+
+
 if __name__ == "__main__":
-    main()
+    entry()
