@@ -235,3 +235,28 @@ def test_grouped_reads_see_rows_that_move_between_chunks(mysql_url, tmp_path, mo
     assert dict(seen) == {1: 1, 2: 0, 3: 1, 4: 0, 5: 0, 6: 0}
     assert seen[-2:] == [(1, 1), (3, 1)]
     assert [i for i, _ in seen[:-2]] in ([1, 2, 4, 5, 6], [1, 2, 3, 4, 5, 6])
+
+
+def test_loopback_pymysql_connections_skip_tls_unless_the_url_or_arguments_ask(mysql_url):
+    """PyMySQL 1.2 prepares TLS ('preferred') on every connection: ~54 ms of CPU for the system CA
+    store here, for a loopback link. dburl.create_engine turns it off there, and only there."""
+    import sqlalchemy as sa
+    from syncrunner.dburl import create_engine
+
+    def tls_prepared(url: str, **kw) -> bool:
+        engine = create_engine(url, **kw)
+        try:
+            raw = engine.raw_connection()
+            try:
+                return raw.driver_connection.ssl
+            finally:
+                raw.close()
+        finally:
+            engine.dispose()
+
+    assert tls_prepared(mysql_url) is False
+    assert tls_prepared(mysql_url, connect_args={"ssl_disabled": False}) is True  # the caller's choice stands
+    remote = sa.engine.make_url(mysql_url).set(host="db.example.com")
+    from syncrunner.dburl import _plain_loopback_pymysql, normalize_url
+    assert not _plain_loopback_pymysql(normalize_url(remote.render_as_string(hide_password=False)), {})
+    assert not _plain_loopback_pymysql(normalize_url(mysql_url + "&ssl_ca=/etc/ca.pem"), {})
