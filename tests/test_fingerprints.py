@@ -165,23 +165,30 @@ def test_stored_fingerprints_say_which_keys_do_not_match_the_same_on_every_targe
     engine.dispose()
 
 
-def test_the_lookup_connection_is_held_for_the_run_and_replaced_when_it_drops(pg_url):
-    """One connection serves every chunk's lookup (no checkout and pre-ping per chunk); if the
-    server drops it between two chunks, the next lookup reconnects instead of failing the run."""
+def _pg_lookup(pg_url: str, name: str, stored: dict[int, int]):
+    """A PostgreSQL table of id -> stored fingerprint, and a begun StoredFingerprints over it."""
     import sqlalchemy as sa
     from syncrunner.runtime.fingerprint import FP_COLUMN
     from syncrunner.runtime.fplookup import StoredFingerprints
     from syncrunner.runtime.target import make_engine
     engine = make_engine(pg_url)
     md = sa.MetaData()
-    table = sa.Table("fp_held", md, sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    table = sa.Table(name, md, sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
                      sa.Column(FP_COLUMN, sa.BigInteger))
     md.create_all(engine)
     with engine.begin() as c:
-        c.execute(table.insert(), [{"id": 1, FP_COLUMN: 10}, {"id": 2, FP_COLUMN: 20}])
+        c.execute(table.insert(), [{"id": k, FP_COLUMN: f} for k, f in stored.items()])
     lookup = StoredFingerprints(engine, table, ["id"], None)
     with engine.connect() as c:
         lookup.begin(c)
+    return engine, lookup
+
+
+def test_the_lookup_connection_is_held_for_the_run_and_replaced_when_it_drops(pg_url):
+    """One connection serves every chunk's lookup (no checkout and pre-ping per chunk); if the
+    server drops it between two chunks, the next lookup reconnects instead of failing the run."""
+    import sqlalchemy as sa
+    engine, lookup = _pg_lookup(pg_url, "fp_held", {1: 10, 2: 20})
     pids = set()
     for _ in range(3):
         assert lookup.unmatched([(1,), (2,)], [10, 99]) == {(2,)}
@@ -200,21 +207,7 @@ def test_each_lookup_thread_holds_a_connection_of_its_own_and_close_gives_all_ba
     """A large chunk's lookup runs as two statements at once (fplookup.LOOKUP_THREADS): each
     thread must read on its own connection, and closing the lookups must release every one."""
     import threading
-
-    import sqlalchemy as sa
-    from syncrunner.runtime.fingerprint import FP_COLUMN
-    from syncrunner.runtime.fplookup import StoredFingerprints
-    from syncrunner.runtime.target import make_engine
-    engine = make_engine(pg_url)
-    md = sa.MetaData()
-    table = sa.Table("fp_threads", md, sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
-                     sa.Column(FP_COLUMN, sa.BigInteger))
-    md.create_all(engine)
-    with engine.begin() as c:
-        c.execute(table.insert(), [{"id": i, FP_COLUMN: i * 10} for i in range(1, 2001)])
-    lookup = StoredFingerprints(engine, table, ["id"], None)
-    with engine.connect() as c:
-        lookup.begin(c)
+    engine, lookup = _pg_lookup(pg_url, "fp_threads", {i: i * 10 for i in range(1, 2001)})
     results, pids, gate = {}, {}, threading.Barrier(2)
 
     def half(name: str, keys: range) -> None:
