@@ -27,7 +27,8 @@ yet decoded) and 1.7 s grouped (every row decoded); the server's work per row is
 and runs on a read-ahead thread while the engine maps and writes the chunk before. A group that comes back short (over group_concat_max_len, or a row whose
 JSON exceeds max_allowed_packet) is re-read by streaming from the same position, and the run reads
 by streaming from there on (`grouped_off` in the metrics says why). SYNCRUNNER_SQL_GROUPED=0
-streams packed rows instead."""
+streams packed rows instead. The full chunks of a phase are read two at a time on connections of
+their own (readers.py, SYNCRUNNER_SQL_READERS), each range's end found first by the index query."""
 from __future__ import annotations
 
 import datetime as dt
@@ -47,6 +48,7 @@ from ...spec import Spec
 from .base import Chunk, LazyRecords, SourceMetrics
 from .packed import Packing, PackedRowTooLarge, plan_packing, pymysql_datetime
 from .readahead import WAIT, read_ahead
+from .readers import OrderedReads, readers_from_env
 
 PHASE_CURSOR, PHASE_NULL, PHASE_ALL = "cursor", "null", "all"
 STREAM_SPAN = 100_000   # rows per streaming query: bounds a query's snapshot age, not memory
@@ -90,6 +92,7 @@ class SqlSource:
         self.metrics = SourceMetrics()
         self._packing: dict[bool, Packing | None] = {}  # per window.bounded: the query may differ
         self._grouping = grouped_from_env() and self.engine.dialect.name in ("mysql", "mariadb")
+        self.readers = readers_from_env() if self._grouping else 1
 
     # -- SQL building ----------------------------------------------------------------------------
     def _bind_bound(self, value: Any, lower: bool) -> Any:
@@ -211,7 +214,12 @@ class SqlSource:
             for phase in phases[phases.index(start_phase):]:
                 order = self._order(phase)
                 waited = False
+                parallel = ahead and remaining is None and self.readers > 1
                 while remaining is None or remaining > 0:
+                    if packing and self._grouping and parallel:
+                        parallel = False  # the phase's full chunks, then on as below from where they end
+                        after = yield from self._parallel_groups(conn, window, phase, after, size, packing, order)
+                        continue
                     if packing and self._grouping:
                         group = self._group(conn, window, phase, after, size if remaining is None
                                             else min(size, remaining), packing)
@@ -277,14 +285,28 @@ class SqlSource:
                packing: Packing) -> LazyRecords | None:
         """The next chunk of at most `n` packed rows as one aggregated row (empty at the end of the
         phase), or None if the group came back short: grouping stops and the caller streams."""
+        bound = self._bound(conn, window, phase, after, n)
+        got = self._read_group(conn, (window, phase, after, bound, packing))
+        return self._as_group(got, n, packing)
+
+    def _bound(self, conn: sa.Connection, window: Window, phase: str, after: list[Any] | None,
+               n: int) -> list[Any] | None:
+        """The n-th row's position after `after`, from the index (None: fewer rows are left)."""
         order = self._order_sql(self._order(phase))
         sql, params = self.build(window, phase, after, 1, select=order, offset=n - 1)
-        bound = conn.execute(sa.text(sql), params).first()  # the n-th row's position, from the index
+        bound = conn.execute(sa.text(sql), params).first()
+        self.metrics.queries += 1
+        return list(bound) if bound is not None else None
+
+    def _read_group(self, conn: sa.Connection, task: tuple) -> tuple[int, str | None, int]:
+        """(row count, the rows' texts joined by newlines, warnings) of the rows after `after` up
+        to `upto` (inclusive; None: to the end). Runs on reader threads too: it touches no state."""
+        window, phase, after, upto, packing = task
+        order = self._order_sql(self._order(phase))
         # the separator is a literal newline (not '\n': NO_BACKSLASH_ESCAPES would keep it as two
         # characters); JSON text never holds a raw one
         select = f"COUNT(*), GROUP_CONCAT({packing.select} ORDER BY {order} SEPARATOR '\n')"
-        sql, params = self.build(window, phase, after, None, select=select,
-                                 upto=list(bound) if bound is not None else None, ordered=False)
+        sql, params = self.build(window, phase, after, None, select=select, upto=upto, ordered=False)
         result = conn.execute(sa.text(sql), params)
         cursor = result.cursor  # PyMySQL's: released once the row is fetched
         count, text = result.one()
@@ -292,7 +314,11 @@ class SqlSource:
         # warning; a cut inside the last row would even keep the count of texts right
         warnings = cursor.warning_count
         conn.rollback()  # no snapshot held across chunks
-        self.metrics.queries += 2
+        return count, text, warnings
+
+    def _as_group(self, got: tuple[int, str | None, int], n: int, packing: Packing) -> LazyRecords | None:
+        count, text, warnings = got
+        self.metrics.queries += 1
         raw = text.split("\n") if text else []
         if len(raw) != count or warnings:
             self._grouping = False
@@ -304,6 +330,46 @@ class SqlSource:
             self.metrics.extra["grouped_chunks"] = self.metrics.extra.get("grouped_chunks", 0) + 1
         del raw[n:]  # rows inserted between the two queries wait for the next chunk
         return LazyRecords(raw, packing.record, packing.recipe)
+
+    def _parallel_groups(self, conn: sa.Connection, window: Window, phase: str, after: list[Any] | None,
+                         n: int, packing: Packing, order: list[str]) -> Iterator[Chunk]:
+        """Full chunks read `self.readers` at a time (readers.py), handed out in keyset order; returns
+        the position to go on from (sequentially: the phase's last, short chunk and its final
+        check stay as they are). Each range ends at a position the index gave before its rows were
+        read, and the next range starts right after it, so no row falls between two chunks. A
+        range that comes back with more rows than a chunk (rows inserted in it meanwhile) or
+        short (group_concat_max_len) ends this: the rest is read one chunk at a time from its
+        start, which trims or streams exactly as a sequential read does."""
+        reads = OrderedReads(self.readers, self._reader_connection, self._read_group)
+        try:
+            lo, ended = after, False
+            while True:
+                while not ended and not reads.full:
+                    hi = self._bound(conn, window, phase, lo, n)
+                    conn.rollback()  # each range's end from a fresh snapshot: none is held across chunks
+                    if hi is None:
+                        ended = True
+                        break
+                    reads.add((window, phase, lo, hi, packing))
+                    lo = hi
+                if not len(reads):
+                    return lo
+                (_, _, start, _, _), got = reads.next()
+                if got[0] > n:
+                    self.metrics.queries += 1
+                    return start
+                group = self._as_group(got, n, packing)
+                if group is None:
+                    return start
+                if len(group):  # a range whose rows all moved away meanwhile: nothing to hand out
+                    yield self._chunk(group, group.raw, phase, order, packing)[0]
+        finally:
+            reads.close()
+
+    def _reader_connection(self) -> sa.Connection:
+        conn = self.engine.connect()
+        self._prepare_streaming(conn)
+        return conn
 
     @staticmethod
     def _batches(result: sa.CursorResult, names: list[str], size: int) -> Iterator[tuple[list[dict], None]]:
