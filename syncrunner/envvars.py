@@ -68,7 +68,16 @@ def _substitute(text: str, env: Mapping[str, str], path: tuple, missing: list[Mi
 N = TypeVar("N", int, float)
 
 
-def env_number(name: str, default: N, cast: Callable[[str], N]) -> N:
-    """A tuning knob (SYNCRUNNER_*) as a number, or `default` when it is unset or blank."""
+def env_number(name: str, default: N, cast: Callable[[str], N], minimum: N | None = None) -> N:
+    """A tuning knob (SYNCRUNNER_*) as a number, or `default` when it is unset or blank; a value
+    that is not a number (or below `minimum`) is an error naming the variable."""
     value = os.environ.get(name, "").strip()
-    return cast(value) if value else default
+    if not value:
+        return default
+    try:
+        number = cast(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, not {value!r}") from None
+    if minimum is not None and number < minimum:
+        raise ValueError(f"{name} must be at least {minimum} ({number})")
+    return number

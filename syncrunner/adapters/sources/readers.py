@@ -9,11 +9,12 @@ in order. Measured reading 159 bench chunks: 1 connection 10.6-11.1 ms per chunk
 5.9 ms."""
 from __future__ import annotations
 
-import os
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Generic, TypeVar
+
+from ...envvars import env_number
 
 T = TypeVar("T")
 DEFAULT_READERS = 2
@@ -22,16 +23,7 @@ DEFAULT_READERS = 2
 def readers_from_env() -> int:
     """SYNCRUNNER_SQL_READERS: queries a grouped read runs at once (default 2; 1 reads one chunk
     after the other)."""
-    value = os.environ.get("SYNCRUNNER_SQL_READERS", "").strip()
-    if not value:
-        return DEFAULT_READERS
-    try:
-        count = int(value)
-    except ValueError:
-        raise ValueError(f"SYNCRUNNER_SQL_READERS must be a whole number, not {value!r}") from None
-    if count < 1:
-        raise ValueError(f"SYNCRUNNER_SQL_READERS must be at least 1 ({count})")
-    return count
+    return env_number("SYNCRUNNER_SQL_READERS", DEFAULT_READERS, int, minimum=1)
 
 
 class OrderedReads(Generic[T]):
