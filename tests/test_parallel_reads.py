@@ -38,15 +38,21 @@ def _chunks(spec, monkeypatch, readers: int) -> tuple[list, set[str], SqlSource]
 
 def test_parallel_reads_hand_out_exactly_the_chunks_of_a_sequential_read(mysql_url, tmp_path, monkeypatch):
     _table(mysql_url, 23)
+    engine = create_engine(mysql_url)
+    with engine.begin() as c:  # rows without a cursor: the second phase, read by key
+        c.execute(sa.text("UPDATE every_type SET updated_at = NULL WHERE id % 3 = 0"))
+    engine.dispose()
     spec = _spec(tmp_path, mysql_url, "SELECT id, v, updated_at FROM every_type", chunk_size=3)
     one, one_threads, _ = _chunks(spec, monkeypatch, 1)
     three, three_threads, source = _chunks(spec, monkeypatch, 3)
-    assert [len(records) for _, records in one] == [3] * 7 + [2]
+    assert [len(records) for _, records in one] == [3] * 5 + [1] + [3, 3, 1]  # 16 with a cursor, 7 without
     assert three == one
-    assert [r["id"] for _, records in three for r in records] == list(range(1, 24))
+    ids = [r["id"] for _, records in three for r in records]
+    assert ids == [i for i in range(1, 24) if i % 3] + [i for i in range(1, 24) if not i % 3]
+    assert [p["phase"] for p, _ in three].count("null") == 3
     assert "sr-reader" in three_threads and "sr-reader" not in one_threads
     assert not [t for t in threading.enumerate() if t.name.startswith("sr-reader")]  # closed at the end
-    assert source.metrics.extra["grouped_chunks"] == 8
+    assert source.metrics.extra["grouped_chunks"] == 9
 
 
 def test_rows_inserted_into_a_range_while_it_is_read_are_read_once(mysql_url, tmp_path, monkeypatch):
