@@ -1,7 +1,7 @@
 """Row fingerprints: a record read again exactly as it was when its row was written is not mapped,
 validated or written again.
 
-Each row of an SQL source gets a 64-bit hash (SHA-1, salted) of the source row as read (the packed
+Each row of an SQL source gets a 64-bit hash (XXH3, seeded) of the source row as read (the packed
 JSON text when the source reads packed rows, else the repr of its values), salted with the spec's
 digest, the syncrunner version and the run's validation flag: editing the spec or upgrading
 changes every fingerprint, so the next run maps everything once. The hash is stored with the row
@@ -22,6 +22,8 @@ import hashlib
 import struct
 from typing import Iterable
 
+from xxhash import xxh3_64_intdigest
+
 from .. import __version__
 from ..spec import Spec
 
@@ -33,23 +35,21 @@ def uses_fingerprints(spec: Spec) -> bool:
 
 
 class Fingerprinter:
-    """The first 64 bits of SHA-1 over a salt and the row's text. Not a defence against anyone:
-    change detection only; SHA-1 is simply the cheapest stdlib digest per call here (0.6 us against
-    keyed BLAKE2b's 1.0 on a bench row)."""
+    """XXH3's 64 bits over the row's text, seeded from the salt. Not a defence against anyone:
+    change detection only, where any good 64-bit hash serves, and it runs on every row read:
+    0.16 us per bench row against 0.78 for the salted SHA-1 it replaced (the stdlib's cheapest
+    digest per call; keyed BLAKE2b was 1.0). Moved to signed as PostgreSQL's BIGINT stores it."""
 
     def __init__(self, spec: Spec, *, skip_validation: bool):
-        salt = f"{__version__}|{spec.digest}|{'novalidate' if skip_validation else 'validate'}|"
-        self.salted = hashlib.sha1(salt.encode())  # copied per row: sha1(salt + text)
+        salt = f"{__version__}|{spec.digest}|{'novalidate' if skip_validation else 'validate'}|xxh3"
+        self.seed = _FIRST64(hashlib.sha1(salt.encode()).digest())[0] & _MASK
 
     def of(self, records: list[dict], raw: list[str] | None) -> list[int]:
         texts: Iterable[str] = raw if raw is not None else (repr(tuple(r.values())) for r in records)
-        salted, first64 = self.salted, _FIRST64
-        out = []
-        for t in texts:
-            h = salted.copy()
-            h.update(t.encode())
-            out.append(first64(h.digest())[0])
-        return out
+        seed, digest, shift = self.seed, xxh3_64_intdigest, _SHIFT
+        return [digest(t.encode(), seed) - shift for t in texts]
 
 
-_FIRST64 = struct.Struct(">q").unpack_from  # the digest's first 8 bytes as a signed BIGINT
+_FIRST64 = struct.Struct(">q").unpack_from
+_MASK = (1 << 64) - 1
+_SHIFT = 1 << 63  # unsigned 64 bits -> BIGINT's range, one to one
