@@ -205,7 +205,8 @@ def test_a_first_load_goes_straight_in_until_a_key_comes_twice(tmp_path, mysql_u
 
 def test_a_mapping_worker_maps_a_packed_chunk_without_loading_a_database_stack(tmp_path, monkeypatch):
     """Workers get their COPY encoders and parsed rules sent and run only modules free of
-    SQLAlchemy, the drivers, jsonschema, YAML, click and (for rules that need none) Jinja."""
+    SQLAlchemy, the drivers, jsonschema, YAML, click and (for rules that need none) Jinja; they
+    import the run's own syncrunner, not one in the working directory."""
     from syncrunner.adapters.sources.base import Chunk, LazyRecords, RecordRecipe
     from syncrunner.adapters.sources.packed import pymysql_datetime, record_maker
     from syncrunner.runtime.mapworkers import MapPool
@@ -220,6 +221,10 @@ def test_a_mapping_worker_maps_a_packed_chunk_without_loading_a_database_stack(t
     chunk = Chunk(LazyRecords(raw, record_maker(list(names), convert), recipe), {}, raw)
     monkeypatch.setenv("ITEM_DB_URL", "mysql+pymysql://u:hunter2pw@127.0.0.1/db")
     monkeypatch.setenv("SR_TEST_API_TOKEN", "tok-123456")
+    decoy = tmp_path / "elsewhere" / "syncrunner"  # another checkout in the working directory
+    decoy.mkdir(parents=True)
+    (decoy / "__init__.py").write_text("raise ImportError('a worker imported the working directory')\n")
+    monkeypatch.chdir(decoy.parent)
     pool = MapPool(spec, workers=1, skip_validation=False, batch_size=500, run_id=1, want_keys=True)
     try:
         pool.wait_ready()

@@ -85,7 +85,10 @@ class WorkerFailed(Exception):
     """A worker could not map a chunk (the text is its error); the run maps it itself."""
 
 
-_WORKER_CODE = "from syncrunner.runtime.mapworker import main; main()"
+# `python -c` puts the working directory first on sys.path, ahead of PYTHONPATH: a checkout of
+# another syncrunner there would be imported instead of the run's own (what -P does from 3.11 on)
+_WORKER_CODE = ("import sys\nif sys.path and sys.path[0] == '': del sys.path[0]\n"
+                "from syncrunner.runtime.mapworker import main; main()")
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
