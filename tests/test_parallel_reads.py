@@ -106,7 +106,7 @@ def test_a_failed_read_reaches_the_run_after_the_chunks_before_it(mysql_url, tmp
 
 def test_the_number_of_readers_comes_from_the_environment(monkeypatch):
     monkeypatch.delenv("SYNCRUNNER_SQL_READERS", raising=False)
-    assert readers_from_env() == 2
+    assert readers_from_env() == 3
     monkeypatch.setenv("SYNCRUNNER_SQL_READERS", "1")
     assert readers_from_env() == 1
     for bad in ("0", "two", "-1"):

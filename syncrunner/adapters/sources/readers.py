@@ -17,11 +17,11 @@ from typing import Any, Callable, Generic, TypeVar
 from ...envvars import env_number
 
 T = TypeVar("T")
-DEFAULT_READERS = 2
+DEFAULT_READERS = 3
 
 
 def readers_from_env() -> int:
-    """SYNCRUNNER_SQL_READERS: queries a grouped read runs at once (default 2; 1 reads one chunk
+    """SYNCRUNNER_SQL_READERS: queries a grouped read runs at once (default 3; 1 reads one chunk
     after the other)."""
     return env_number("SYNCRUNNER_SQL_READERS", DEFAULT_READERS, int, minimum=1)
 

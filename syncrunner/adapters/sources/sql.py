@@ -27,7 +27,7 @@ yet decoded) and 1.7 s grouped (every row decoded); the server's work per row is
 and runs on a read-ahead thread while the engine maps and writes the chunk before. A group that comes back short (over group_concat_max_len, or a row whose
 JSON exceeds max_allowed_packet) is re-read by streaming from the same position, and the run reads
 by streaming from there on (`grouped_off` in the metrics says why). SYNCRUNNER_SQL_GROUPED=0
-streams packed rows instead. The full chunks of a phase are read two at a time on connections of
+streams packed rows instead. The full chunks of a phase are read three at a time on connections of
 their own (readers.py, SYNCRUNNER_SQL_READERS), each range's end found first by the index query."""
 from __future__ import annotations
 
