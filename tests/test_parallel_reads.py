@@ -23,7 +23,8 @@ def _table(url: str, rows: int) -> None:
     engine.dispose()
 
 
-def _chunks(spec, monkeypatch, readers: int) -> tuple[list, set[str], SqlSource]:
+def _chunks(spec, monkeypatch, readers: int, after: int = 0) -> tuple[list, set[str], SqlSource]:
+    monkeypatch.setattr(SqlSource, "PARALLEL_AFTER", after)
     monkeypatch.setenv("SYNCRUNNER_SQL_READERS", str(readers))
     monkeypatch.setenv("SYNCRUNNER_SQL_PACKED", "1")
     monkeypatch.setenv("SYNCRUNNER_SQL_GROUPED", "1")
@@ -53,6 +54,16 @@ def test_parallel_reads_hand_out_exactly_the_chunks_of_a_sequential_read(mysql_u
     assert "sr-reader" in three_threads and "sr-reader" not in one_threads
     assert not [t for t in threading.enumerate() if t.name.startswith("sr-reader")]  # closed at the end
     assert source.metrics.extra["grouped_chunks"] == 9
+
+
+def test_a_read_of_a_few_chunks_starts_no_readers_and_a_longer_one_starts_them_after_those(
+        mysql_url, tmp_path, monkeypatch):
+    _table(mysql_url, 20)
+    spec = _spec(tmp_path, mysql_url, "SELECT id, v, updated_at FROM every_type", chunk_size=4)
+    few, few_threads, _ = _chunks(spec, monkeypatch, 3, after=6)  # 5 chunks in all: all read one by one
+    assert "sr-reader" not in few_threads
+    more, more_threads, _ = _chunks(spec, monkeypatch, 3, after=2)
+    assert "sr-reader" in more_threads and more == few
 
 
 def test_rows_inserted_into_a_range_while_it_is_read_are_read_once(mysql_url, tmp_path, monkeypatch):
@@ -95,6 +106,7 @@ def test_a_failed_read_reaches_the_run_after_the_chunks_before_it(mysql_url, tmp
         return real(self, conn, task)
 
     monkeypatch.setattr(SqlSource, "_read_group", read_group)
+    monkeypatch.setattr(SqlSource, "PARALLEL_AFTER", 0)
     monkeypatch.setenv("SYNCRUNNER_SQL_READERS", "2")
     got = []
     with pytest.raises(sa.exc.OperationalError, match="gone away"):
