@@ -203,7 +203,7 @@ class Writer:
                      "merging through the staging table from here on", self.spec.name, self.table.name)
         self.dialect.clear_stage(conn, self.stage)
         load(conn, self.stage)
-        created, updated, stale = self.dialect.merge_counted(conn, plan)
+        created, updated, stale = self.dialect.merge_counted(conn, plan, n)
         result.created += created
         result.updated += updated
         result.stale += stale

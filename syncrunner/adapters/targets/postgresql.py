@@ -101,10 +101,11 @@ class PostgresTarget(TargetDialect):
                 cur.close()
 
     def merge(self, conn: sa.Connection, plan: MergePlan) -> tuple[int, int]:
-        created, updated, _ = self.merge_counted(conn, plan)
+        created, updated, _ = self.merge_counted(conn, plan, 0)
         return created, updated
 
-    def merge_counted(self, conn: sa.Connection, plan: MergePlan) -> tuple[int, int, int]:
+    def merge_counted(self, conn: sa.Connection, plan: MergePlan, staged: int = 0) -> tuple[int, int, int]:
+        """The staged count comes back with the merge itself (`staged` is not needed)."""
         q = self.q
         t, s = q(plan.target.name), q(plan.stage.name)
         cols, conflict = self.on_conflict(plan, "EXCLUDED")
