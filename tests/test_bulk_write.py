@@ -78,5 +78,6 @@ def test_sqlite_timestamp_text_is_what_sqlalchemy_binds():
     proc = UTCDateTime()._cached_bind_processor(sa.create_engine("sqlite://").dialect)
     for v in [dt.datetime(2025, 1, 1, 12, 0, tzinfo=UTC), dt.datetime(2025, 1, 1, 12, 0, 0, 5),
               dt.datetime(1, 1, 1), dt.datetime(9999, 12, 31, 23, 59, 59, 999999),
-              dt.datetime(2025, 7, 1, 7, 30, tzinfo=dt.timezone(dt.timedelta(hours=-4))), None]:
+              dt.datetime(2025, 7, 1, 7, 30, tzinfo=dt.timezone(dt.timedelta(hours=-4))), None,
+              dt.datetime(1, 1, 1, tzinfo=UTC), dt.datetime(2025, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)]:
         assert utc_text(v) == proc(v)

@@ -18,6 +18,8 @@ def utc_text(v: dt.datetime | None) -> str | None:
     one step: the two SQLAlchemy processors cost more than the rest of the row."""
     if v is None:
         return None
+    if v.tzinfo is UTC:  # what mapping makes: the text without its "+00:00" (1.8 -> 1.3 us)
+        return v.isoformat(" ", "microseconds")[:26]
     if v.tzinfo is not None:
         v = v.astimezone(UTC).replace(tzinfo=None)
     return v.isoformat(" ", "microseconds")
