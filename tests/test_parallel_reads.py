@@ -124,3 +124,19 @@ def test_the_number_of_readers_comes_from_the_environment(monkeypatch):
         monkeypatch.setenv("SYNCRUNNER_SQL_READERS", bad)
         with pytest.raises(ValueError, match="SYNCRUNNER_SQL_READERS"):
             readers_from_env()
+
+
+def test_a_run_that_stops_early_closes_the_readers_and_gives_their_connections_back(
+        mysql_url, tmp_path, monkeypatch):
+    _table(mysql_url, 40)
+    spec = _spec(tmp_path, mysql_url, "SELECT id, v, updated_at FROM every_type", chunk_size=4)
+    monkeypatch.setattr(SqlSource, "PARALLEL_AFTER", 0)
+    monkeypatch.setenv("SYNCRUNNER_SQL_READERS", "3")
+    source = SqlSource(spec)
+    it = source.chunks(FULL, None, 0)
+    first = next(it)
+    assert [r["id"] for r in first.records] == [1, 2, 3, 4]
+    assert [t for t in threading.enumerate() if t.name.startswith("sr-reader")]
+    it.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("sr-reader")]
+    assert source.engine.pool.checkedout() == 0
