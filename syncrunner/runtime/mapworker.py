@@ -165,6 +165,9 @@ def main() -> None:
         serve(inp, out)
     except (EOFError, BrokenPipeError):  # the run is gone
         pass
+    # nothing to clean up, and the run waits for its workers to exit: skip the interpreter's
+    # teardown (~15 ms per worker on the bench VM)
+    os._exit(0)
 
 
 if __name__ == "__main__":

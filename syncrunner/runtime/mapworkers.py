@@ -154,11 +154,14 @@ class _Process:
             else:
                 fut.set_exception(WorkerFailed(value))
 
-    def stop(self, timeout: float) -> None:
+    def close_input(self) -> None:
         try:
             self.proc.stdin.close()  # the worker's loop ends at end of input
         except OSError:
             pass
+
+    def stop(self, timeout: float) -> None:
+        self.close_input()
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -290,4 +293,6 @@ class MapPool:
             self._jobs.put(None)
         for p in self._procs:
             p.thread.join(timeout=30.0)
+            p.close_input()
+        for p in self._procs:  # all told first: they exit side by side
             p.stop(timeout=10.0)
