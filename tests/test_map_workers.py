@@ -92,7 +92,9 @@ def test_workers_write_exactly_what_the_run_process_writes(tmp_path, mysql_url, 
     engine.dispose()
     here, pooled = results[0], results[2]
     assert here["by_workers"] == (0, 0)
-    assert pooled["by_workers"] == (6, 6)  # the first run and the no-change run: every chunk
+    # the first run: every chunk; the no-change run: the 4 chunks holding a row that is not skipped
+    # (the 5 refused ones have no stored fingerprint); a chunk with nothing to map stays here
+    assert pooled["by_workers"] == (6, 4)
     assert here["status"] == pooled["status"] == ("partial", "success")
     s1, s2 = pooled["stats"]
     assert (s1.fetched, s1.created, s1.failed) == (6000, 5995, 5)
@@ -182,7 +184,8 @@ def test_a_delete_sweep_sees_the_keys_of_chunks_mapped_by_workers(tmp_path, mysq
     assert result.status == "success"
     assert (result.stats.updated, result.stats.skipped) == (1000, 1990)
     assert _deleted(pg_url) == list(range(100, 110))
-    assert _metrics(pg_url, "items")["chunks_mapped_by_workers"] == 6
+    # the 3 chunks holding changed rows (ids 2001-3000); the others had nothing to map
+    assert _metrics(pg_url, "items")["chunks_mapped_by_workers"] == 3
 
 
 def test_a_first_load_goes_straight_in_until_a_key_comes_twice(tmp_path, mysql_url, pg_url, caplog):
@@ -301,9 +304,92 @@ def test_workers_map_for_targets_without_copy_and_write_the_same(tmp_path, mysql
                                 dead=_dead(target_url, table),
                                 by_workers=_metrics(target_url, table)["chunks_mapped_by_workers"])
     here, pooled = results[0], results[2]
-    assert here["by_workers"] == 0 and pooled["by_workers"] == 6
+    # the no-change run sends only the chunk holding the refused row (no stored fingerprint)
+    assert here["by_workers"] == 0 and pooled["by_workers"] == 1
     assert pooled["status"] == ("partial", "success")
     assert (pooled["stats"][0].created, pooled["stats"][0].failed) == (2999, 1)
     assert pooled["stats"][1].unchanged == 2999  # the workers' fingerprints match this process's
     for key in ("stats", "watermark", "table", "dead"):
         assert pooled[key] == here[key], key
+
+
+def _edit_source(url: str, every: int) -> int:
+    """Change every `every`-th item, moving its cursor past every stored one (a real edit)."""
+    engine = create_engine(url)
+    with engine.begin() as c:
+        n = c.execute(sa.text("UPDATE item SET name = CONCAT(name, ' edited'), "
+                              "updated_at = updated_at + INTERVAL 30 DAY WHERE id % :k = 0"), {"k": every}).rowcount
+    engine.dispose()
+    return n
+
+
+def test_syncrunner_run_maps_a_small_delta_in_its_spare_worker_and_writes_the_same(tmp_path, mysql_url, pg_url):
+    """`syncrunner run` starts one worker before its imports; a delta run far below the
+    in-process allowance maps its chunks there from the first one, and lands exactly what a run
+    mapping in its own process lands (the same source edit applied to a twin target)."""
+    make_source(mysql_url, 3000)
+    spec = write_spec(tmp_path, chunk_size=500)
+    twin = write_spec(tmp_path, chunk_size=500, name="twin.yaml", entity="twin")
+    workers_env = cli_env(mysql_url, pg_url)
+    alone_env = cli_env(mysql_url, pg_url, SYNCRUNNER_MAP_WORKERS="0")
+    for path, env in ((spec, workers_env), (twin, alone_env)):
+        first = cli("run", path, env=env)
+        assert first.returncode == 0, first.stdout + first.stderr
+    edited = _edit_source(mysql_url, 4)
+    for path, env in ((spec, workers_env), (twin, alone_env)):
+        delta = cli("run", path, env=env)
+        assert delta.returncode == 0, delta.stdout + delta.stderr
+    assert _metrics(pg_url, "items")["map_workers"] == 1
+    assert _metrics(pg_url, "items")["chunks_mapped_by_workers"] >= 2
+    assert _metrics(pg_url, "twin")["map_workers"] == 0
+    got = {e: rows(pg_url, "SELECT records_processed, records_created, records_updated FROM sync_history "
+                           "WHERE sync_type = :e ORDER BY id DESC LIMIT 1", e=e)[0] for e in ("items", "twin")}
+    assert got["items"] == got["twin"]
+    assert got["items"][2] == edited == 750
+    assert _table(pg_url, "items") == _table(pg_url, "twin")
+    assert _dead(pg_url, "items") == _dead(pg_url, "twin")
+
+
+def test_a_pool_started_on_the_spare_grows_once_the_run_is_large(tmp_path, mysql_url, pg_url):
+    make_source(mysql_url, 4000)
+    spec = write_spec(tmp_path, chunk_size=500)
+    env = cli_env(mysql_url, pg_url, SYNCRUNNER_MAP_WORKERS="2", SYNCRUNNER_MAP_WORKERS_AFTER="1500")
+    assert cli("run", spec, env=env).returncode == 0
+    _edit_source(mysql_url, 1)  # every row: 4000 to map, past the 1500-row allowance
+    delta = cli("run", spec, env=env)
+    assert delta.returncode == 0, delta.stdout + delta.stderr
+    m = _metrics(pg_url, "items")
+    # the spare maps from the first chunk (without it the first 1500 rows, 3 chunks, map here)
+    assert (m["map_workers"], m["records_unchanged"]) == (2, 0)
+    assert m["chunks_mapped_by_workers"] >= 6
+    assert rows(pg_url, "SELECT records_updated FROM sync_history ORDER BY id DESC LIMIT 1")[0][0] == 4000
+    assert rows(pg_url, "SELECT COUNT(*) FROM items WHERE name LIKE '%edited'")[0][0] == 4000
+
+
+def test_unchanged_chunks_are_not_sent_to_the_spare_worker(tmp_path, mysql_url, pg_url):
+    """A no-change --full run skips every row by its fingerprint: no chunk is worth the trip."""
+    make_source(mysql_url, 2000)
+    spec = write_spec(tmp_path, chunk_size=500)
+    env = cli_env(mysql_url, pg_url)
+    assert cli("run", spec, env=env).returncode == 0
+    again = cli("run", spec, "--full", env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    m = _metrics(pg_url, "items")
+    assert (m["records_unchanged"], m["map_workers"], m["chunks_mapped_by_workers"]) == (2000, 1, 0)
+
+
+def test_a_spare_worker_nobody_takes_ends_with_the_run(tmp_path, mysql_url, pg_url):
+    """A disabled spec maps nothing: the worker `syncrunner run` started ends when the run does."""
+    make_source(mysql_url, 10)
+    spec = write_spec(tmp_path, extra="enabled: false\n")
+    proc = cli_start("run", spec, env=cli_env(mysql_url, pg_url))
+    seen: set[int] = set()
+    while proc.poll() is None:
+        seen.update(_workers(proc.pid))
+    proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert seen, "no spare worker was started"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in seen):
+        time.sleep(0.05)
+    assert not any(Path(f"/proc/{p}").exists() and b"mapworker" in _cmdline(p) for p in seen)

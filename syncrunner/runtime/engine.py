@@ -30,6 +30,7 @@ from .fingerprint import uses_fingerprints
 from .fplookup import Prepared, UnchangedSkipper
 from .mapping import Mapper, make_getter
 from .mapworkers import MapPool, start_after_from_env, workers_from_env
+from .workerproc import have_spare
 from .pipeline import WriteAhead
 from .signals import StopRequest
 from .stats import Stats
@@ -130,6 +131,7 @@ class SyncRun:
         self.pool: MapPool | None = None     # started once a large run has mapped map_after rows here
         self.map_after = start_after_from_env()
         self._mapped_here = 0                # rows mapped in this process so far
+        self._pooled_rows = 0                # rows handed to the mapping workers so far
         self._handed = 0                     # chunks handed to the writer
         self._remapper: Mapper | None = None
         self._remap_lock = threading.Lock()
@@ -265,6 +267,8 @@ class SyncRun:
             elif writer.empty and total is not None and total > self.map_after:
                 self._start_pool(flow)  # a first load (empty target) of a counted large source: every
                 # row will be mapped, so the workers start now; chunks map here until one answers
+            elif have_spare():  # `syncrunner run` started a worker before its imports: map there from
+                self._start_pool(flow, workers=1)  # the first chunk; more join after map_after rows
             ahead: Prepared | None = None  # with fingerprint lookups, one chunk is read ahead: its lookup
             # runs while the chunk before it is mapped
             for chunk in self.source.chunks(window, window.position, opts.max_records):
@@ -333,10 +337,17 @@ class SyncRun:
         if prepared.found is not None:
             self.skipper.handed_over({key for i, key in prepared.candidates if i not in skip})
         skipped = frozenset(skip)
-        if self._pooled():
+        if self._pooled() and len(skipped) < len(prepared.chunk.records):  # all unchanged: nothing to map
             self.pool.submit((prepared, skipped, seen), prepared.chunk, skipped, prepared.fps,
                              fingerprint=self.skipper is not None and prepared.fps is None)
-            while self.pool.pending() > self.pool.depth:
+            self._pooled_rows += len(prepared.chunk.records)
+            if self.pool.workers < self.map_workers and self._pooled_rows >= self.map_after:
+                self.pool.grow(self.map_workers)
+                if self.skipper is not None:
+                    self.skipper.track_in_flight(self.pool.depth + 2)
+            # the oldest chunk goes to the writer when the queue is full, or as soon as it is
+            # mapped and the writer is idle (a short run would otherwise wait for the queue to fill)
+            while self.pool.pending() > self.pool.depth or (self.pool.head_done() and flow.pipe.free):
                 self._write(*self.pool.take(self._remap), flow)
             return
         mc = self._map_here(prepared, skipped, flow.run_id)
@@ -349,12 +360,12 @@ class SyncRun:
     def _pooled(self) -> bool:
         return self.pool is not None and self.pool.active
 
-    def _start_pool(self, flow: "_Flow", *, wait: bool = False) -> None:
+    def _start_pool(self, flow: "_Flow", *, wait: bool = False, workers: int | None = None) -> None:
         """Start the mapping workers, if this run may use them (see runtime/mapworkers.py)."""
         if self.pool is not None or not self.map_workers:
             return
-        self.pool = MapPool(self.spec, workers=self.map_workers, skip_validation=self.opts.skip_validation,
-                            batch_size=flow.writer.batch_size, run_id=flow.run_id,
+        self.pool = MapPool(self.spec, workers=min(workers or self.map_workers, self.map_workers),
+                            skip_validation=self.opts.skip_validation, batch_size=flow.writer.batch_size, run_id=flow.run_id,
                             want_keys=flow.deletes.generation is not None,
                             copy_text=flow.writer.dialect.loads_text)
         if self.skipper is not None:  # more chunks are between a lookup and their commit now

@@ -8,10 +8,12 @@ and inserts them); the run's process keeps the read, the fingerprint lookups, th
 merge, the checkpoint and SyncHistory. Workers are pure functions of a chunk (runtime/chunkmap.py), so a chunk mapped by a
 worker yields exactly the rows, dead letters and counts it would yield in the run's process.
 
-The pool starts once a run has mapped START_AFTER_ROWS rows in its own process (small and
-incremental runs never pay the start-up), or at once for a first load (empty target table) whose
-counted source is larger than that. It is used once its first worker answers: until then chunks keep being
-mapped in process. Workers are plain child processes on two pipes (runtime/mapworker.py), not
+The pool starts once a run has mapped START_AFTER_ROWS rows in its own process, or at once for a
+first load (empty target table) whose counted source is larger than that, or at the first chunk
+when a spare worker is waiting (runtime/workerproc.py: `syncrunner run` starts one before its own
+imports, so an incremental run pays no start-up for it). A pool started on the spare alone has
+that one worker and grows to the full count once START_AFTER_ROWS rows went to it. It is used once
+its first worker answers: until then chunks keep being mapped in process. Workers are plain child processes on two pipes (runtime/mapworker.py), not
 multiprocessing: they import no SQLAlchemy, driver, YAML, click or (for specs that need none) Jinja,
 since the COPY encoders and the parsed rules are sent to them.
 Results are taken in chunk order, so chunks are still written, checkpointed and counted in order.
@@ -21,15 +23,12 @@ SYNCRUNNER_MAP_WORKERS sets the number of workers (0 turns them off; default: on
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import subprocess
-import sys
 import threading
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Callable
 
 from ..adapters.sources.base import Chunk, LazyRecords
@@ -38,33 +37,15 @@ from ..spec import Spec
 from .chunkmap import MappedChunk
 from .mapping import rule_plans
 from .mapworker import MODULES, Job, WorkerSetup, copy_encoders, receive, send
+from .workerproc import spawn, take_spare, workers_from_env  # noqa: F401 - workers_from_env: re-exported
 
 log = logging.getLogger("syncrunner")
 START_AFTER_ROWS = 20_000
-DEFAULT_MAX_WORKERS = 2
 
 
 def start_after_from_env() -> int:
     """SYNCRUNNER_MAP_WORKERS_AFTER: rows a run maps in its own process before starting workers."""
     return env_number("SYNCRUNNER_MAP_WORKERS_AFTER", START_AFTER_ROWS, int)
-
-
-def workers_from_env() -> int:
-    """SYNCRUNNER_MAP_WORKERS: a count, 0/off to map in the run's process, empty/auto for the
-    default (one per core, at most 2)."""
-    value = os.environ.get("SYNCRUNNER_MAP_WORKERS", "").strip().lower()
-    if value in ("", "auto"):
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return min(DEFAULT_MAX_WORKERS, cores) if cores > 1 else 0
-    if value in ("off", "false", "no"):
-        return 0
-    try:
-        count = int(value)
-    except ValueError:
-        raise ValueError(f"SYNCRUNNER_MAP_WORKERS must be a number, 'auto' or 'off', not {value!r}") from None
-    if count < 0:
-        raise ValueError(f"SYNCRUNNER_MAP_WORKERS must not be negative ({count})")
-    return count
 
 
 def _shipped_encoders(spec: Spec) -> tuple[list[str], list] | None:
@@ -85,31 +66,12 @@ class WorkerFailed(Exception):
     """A worker could not map a chunk (the text is its error); the run maps it itself."""
 
 
-# `python -c` puts the working directory first on sys.path, ahead of PYTHONPATH: a checkout of
-# another syncrunner there would be imported instead of the run's own (what -P does from 3.11 on)
-_WORKER_CODE = ("import sys\nif sys.path and sys.path[0] == '': del sys.path[0]\n"
-                "from syncrunner.runtime.mapworker import main; main()")
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
-
-
-def worker_environment() -> dict[str, str]:
-    """The run's environment without what looks like a credential or a connection URL (as
-    redact.py judges names): mapping needs neither, so neither is in a worker's /proc environ."""
-    from ..redact import is_secret_name, is_url_name
-    env = {k: v for k, v in os.environ.items() if not (is_secret_name(k) or is_url_name(k))}
-    env["PYTHONPATH"] = os.pathsep.join(
-        [_PACKAGE_ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
-    return env
-
-
 class _Process:
     """One worker process and the thread that feeds it jobs from the pool's queue, one at a time."""
 
     def __init__(self, setup: WorkerSetup, jobs: "queue.Queue", on_death: Callable[[BaseException], None],
                  number: int):
-        env = worker_environment()
-        self.proc = subprocess.Popen([sys.executable, "-c", _WORKER_CODE], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, env=env)
+        self.proc = take_spare() or spawn()
         self.ready: Future = Future()
         self._jobs, self._on_death = jobs, on_death
         self._setup = setup
@@ -190,7 +152,16 @@ class MapPool:
         self.chunks_mapped = 0
         self._closing = False
         self._queue: deque[tuple[Any, Future | None]] = deque()
+        self._setup = setup
         self._procs = [_Process(setup, self._jobs, self._died, n) for n in range(workers)]
+
+    def grow(self, workers: int) -> None:
+        """Add processes up to `workers` (they take jobs off the same queue)."""
+        if self.broken is not None or self._closing:
+            return
+        while len(self._procs) < workers:
+            self._procs.append(_Process(self._setup, self._jobs, self._died, len(self._procs)))
+        self.workers = len(self._procs)
 
     @property
     def pids(self) -> list[int]:
@@ -248,6 +219,10 @@ class MapPool:
 
     def pending(self) -> int:
         return len(self._queue)
+
+    def head_done(self) -> bool:
+        """The oldest queued chunk's result is in: `take` would not wait."""
+        return bool(self._queue) and (self._queue[0][1] is None or self._queue[0][1].done())
 
     def submit(self, item: Any, chunk: Chunk, skip: frozenset[int], fps: list[int] | None,
                fingerprint: bool) -> None:

@@ -30,6 +30,11 @@ class WriteAhead:
     def busy(self) -> bool:
         return self._pending is not None or self._has_inline
 
+    @property
+    def free(self) -> bool:
+        """Nothing in flight, or the write in flight has finished: `collect` would not wait."""
+        return self._has_inline or self._pending is None or self._pending.done()
+
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         assert not self.busy, "collect the previous write first"
         if self._pool is None:
