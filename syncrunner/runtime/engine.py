@@ -267,8 +267,6 @@ class SyncRun:
             elif writer.empty and total is not None and total > self.map_after:
                 self._start_pool(flow)  # a first load (empty target) of a counted large source: every
                 # row will be mapped, so the workers start now; chunks map here until one answers
-            elif have_spare():  # `syncrunner run` started a worker before its imports: map there from
-                self._start_pool(flow, workers=1)  # the first chunk; more join after map_after rows
             ahead: Prepared | None = None  # with fingerprint lookups, one chunk is read ahead: its lookup
             # runs while the chunk before it is mapped
             for chunk in self.source.chunks(window, window.position, opts.max_records):
@@ -337,7 +335,12 @@ class SyncRun:
         if prepared.found is not None:
             self.skipper.handed_over({key for i, key in prepared.candidates if i not in skip})
         skipped = frozenset(skip)
-        if self._pooled() and len(skipped) < len(prepared.chunk.records):  # all unchanged: nothing to map
+        to_map = len(skipped) < len(prepared.chunk.records)  # all unchanged: nothing to map, not worth a trip
+        if to_map and self.pool is None and have_spare():
+            # `syncrunner run` started a worker before its imports: map there from this chunk on (more
+            # join after map_after rows); a run with nothing to map never starts the pool
+            self._start_pool(flow, workers=1, wait=True, timeout=5.0)
+        if self._pooled() and to_map:
             self.pool.submit((prepared, skipped, seen), prepared.chunk, skipped, prepared.fps,
                              fingerprint=self.skipper is not None and prepared.fps is None)
             self._pooled_rows += len(prepared.chunk.records)
@@ -360,7 +363,8 @@ class SyncRun:
     def _pooled(self) -> bool:
         return self.pool is not None and self.pool.active
 
-    def _start_pool(self, flow: "_Flow", *, wait: bool = False, workers: int | None = None) -> None:
+    def _start_pool(self, flow: "_Flow", *, wait: bool = False, workers: int | None = None,
+                    timeout: float = 120.0) -> None:
         """Start the mapping workers, if this run may use them (see runtime/mapworkers.py)."""
         if self.pool is not None or not self.map_workers:
             return
@@ -371,7 +375,7 @@ class SyncRun:
         if self.skipper is not None:  # more chunks are between a lookup and their commit now
             self.skipper.track_in_flight(self.pool.depth + 2)
         if wait:
-            self.pool.wait_ready()
+            self.pool.wait_ready(timeout)
 
     def _drain(self, flow: "_Flow") -> None:
         while self.pool is not None and self.pool.pending():

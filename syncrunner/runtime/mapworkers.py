@@ -10,7 +10,7 @@ worker yields exactly the rows, dead letters and counts it would yield in the ru
 
 The pool starts once a run has mapped START_AFTER_ROWS rows in its own process, or at once for a
 first load (empty target table) whose counted source is larger than that, or at the first chunk
-when a spare worker is waiting (runtime/workerproc.py: `syncrunner run` starts one before its own
+with rows to map when a spare worker is waiting (runtime/workerproc.py: `syncrunner run` starts one before its own
 imports, so an incremental run pays no start-up for it). A pool started on the spare alone has
 that one worker and grows to the full count once START_AFTER_ROWS rows went to it. It is used once
 its first worker answers: until then chunks keep being mapped in process. Workers are plain child processes on two pipes (runtime/mapworker.py), not
