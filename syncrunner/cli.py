@@ -130,7 +130,9 @@ def run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...],
     SYNCRUNNER_MAX_CONCURRENT (default 2) run slots in the target database; SIGTERM/SIGINT stop
     after the current chunk (a second one at once). Exit code: 0 all succeeded, 3 some partial,
     1 some failed, 4 an entity was already running."""
+    from .runtime.bulkgc import starting
     from .runtime.workerproc import discard_spares
+    starting()  # no collection during the imports and spec loading (runtime/bulkgc.py)
     spare = _spare_starter(kw)
     spare()  # first: the worker starts up on the other core while this process imports
     try:
@@ -144,6 +146,7 @@ def _run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...]
     """The body of `run`, between starting the spare worker and ending the one left unused."""
     from .progress import ProgressObserver
     from .runtime.engine import run_spec
+    from .runtime.bulkgc import settled
     from .runtime.memory import return_freed_memory
     from .runtime.ordering import OrderError, run_order, select
     from .runtime.strategy import OptionError, check_options
@@ -165,6 +168,7 @@ def _run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...]
         specs = run_order(select(specs, only, exclude))
     except OrderError as e:
         raise click.UsageError(str(e)) from None
+    settled()  # the imports and specs stay for the process: out of every later collection
     target = kw["target_url"] or default_target_url()
     results = []
     # JSON logs go to a shipper even when started from a terminal: chunk lines, not a bar
@@ -293,6 +297,8 @@ def entry() -> None:
     """The console script: the commands, then an exit without the interpreter's teardown
     (see quickexit.py)."""
     from .quickexit import run as run_and_leave
+    from .runtime.bulkgc import for_batch_work
+    for_batch_work()  # a run's chunk data is freed by refcounting: collect rarely (runtime/bulkgc.py)
     run_and_leave(main)
 
 

@@ -13,6 +13,7 @@ Frames: an 8-byte big-endian length, then a pickle. The worker answers each job 
 result) or ("error", text); its first frame is ("ready", pid)."""
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import signal
@@ -25,6 +26,7 @@ from typing import Any, BinaryIO, Callable
 from ..adapters.sources.base import LazyRecords, RecordRecipe, decode_arrays
 from ..spec import Spec
 from .chunkmap import EncodedRows, MappedChunk, map_chunk
+from .bulkgc import settled
 from .mapping import Mapper, make_getter
 
 _HEADER = struct.Struct(">Q")
@@ -56,6 +58,13 @@ class Job:
 
 
 MODULES = "modules"  # a request for the worker's loaded top-level modules (diagnostics, tests)
+GC_STATE = "gc"      # a request for its collector's state: enabled, thresholds, frozen objects
+
+
+def _diagnostic(request: str) -> Any:
+    if request == MODULES:
+        return sorted({m.split(".")[0] for m in sys.modules})
+    return gc.isenabled(), gc.get_threshold(), gc.get_freeze_count()
 
 
 def send(stream: BinaryIO, obj: Any) -> None:
@@ -138,14 +147,15 @@ def _maker(recipe: RecordRecipe) -> Callable[..., dict]:
 def serve(inp: BinaryIO, out: BinaryIO) -> None:
     """The worker's loop: the setup, then one answer per job until the input closes."""
     worker = Worker(receive(inp))
+    settled()  # the modules and the spec's compiled mapping live as long as the worker
     send(out, ("ready", os.getpid()))
     while True:
         try:
             job = receive(inp)
         except EOFError:
             return
-        if job == MODULES:
-            send(out, ("ok", sorted({m.split(".")[0] for m in sys.modules})))
+        if job in (MODULES, GC_STATE):
+            send(out, ("ok", _diagnostic(job)))
             continue
         try:
             answer = ("ok", worker.map(job))

@@ -36,7 +36,7 @@ from ..envvars import env_number
 from ..spec import Spec
 from .chunkmap import MappedChunk
 from .mapping import rule_plans
-from .mapworker import MODULES, Job, WorkerSetup, copy_encoders, receive, send
+from .mapworker import GC_STATE, MODULES, Job, WorkerSetup, copy_encoders, receive, send
 from .workerproc import spawn, take_spare, workers_from_env  # noqa: F401 - workers_from_env: re-exported
 
 log = logging.getLogger("syncrunner")
@@ -255,8 +255,15 @@ class MapPool:
 
     def loaded_modules(self, timeout: float = 60.0) -> list[str]:
         """The top-level modules a worker has imported (what a worker costs; for tests)."""
+        return self._ask(MODULES, timeout)
+
+    def gc_state(self, timeout: float = 60.0) -> tuple[bool, tuple[int, int, int], int]:
+        """A worker's collector: enabled, thresholds, frozen objects (runtime/bulkgc.py; for tests)."""
+        return self._ask(GC_STATE, timeout)
+
+    def _ask(self, request: str, timeout: float) -> Any:
         fut: Future = Future()
-        self._jobs.put((MODULES, fut))
+        self._jobs.put((request, fut))
         return fut.result(timeout)
 
     def close(self) -> None:

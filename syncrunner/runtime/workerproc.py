@@ -16,7 +16,9 @@ from pathlib import Path
 
 # `python -c` puts the working directory first on sys.path, ahead of PYTHONPATH: a checkout of
 # another syncrunner there would be imported instead of the run's own (what -P does from 3.11 on)
+# The collector is set before the worker's imports and set up (runtime/bulkgc.py).
 WORKER_CODE = ("import sys\nif sys.path and sys.path[0] == '': del sys.path[0]\n"
+               "from syncrunner.runtime import bulkgc; bulkgc.for_batch_work(); bulkgc.starting()\n"
                "from syncrunner.runtime.mapworker import main; main()")
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
