@@ -374,11 +374,13 @@ def main() -> None:
                    and same.counts["unchanged"] == same.rows))
     checks.append((f"no-change run >= 2x faster than the full run ({full.seconds / same.seconds:.1f}x)",
                    full.seconds >= 2 * same.seconds))
-    checks.append((f"no-change delta run ({delta.seconds:.2f}s, {delta.rows:,} rows in the lookback)", True))
     checks.append((f"incremental 1% <= 5% of the full run's time ({inc.seconds / full.seconds * 100:.1f}%)",
                    inc.seconds <= 0.05 * full.seconds))
     for text, ok in checks:
         print(f"  [{'ok' if ok else 'MISSED'}] {text}")
+    # not a target: what every run pays before its first row (start-up, locks, SyncHistory)
+    print(f"  (no-change delta run: {delta.seconds:.2f}s, {delta.rows:,} rows in the lookback; "
+          f"{delta.seconds / full.seconds * 100:.1f}% of the full run)")
 
 
 if __name__ == "__main__":

@@ -162,7 +162,44 @@ def test_stored_fingerprints_say_which_keys_do_not_match_the_same_on_every_targe
             with_deleted.begin(c)
         assert with_deleted.unmatched(keys, fps) == expect - {keys[3]}
         with_deleted.close()
+    # a two-column key: every target fetches the stored fingerprints (a tuple IN over a parameter)
+    by_pair = sa.Table("fp_pair", md, sa.Column("a", sa.BigInteger, primary_key=True, autoincrement=False),
+                       sa.Column("b", sa.String(20), primary_key=True), sa.Column(FP_COLUMN, sa.BigInteger))
+    by_pair.create(engine)
+    with engine.begin() as c:
+        c.execute(by_pair.insert(), [dict(a=k, b=codes[k], **{FP_COLUMN: f}) for k, f, _ in stored])
+    pairs = StoredFingerprints(engine, by_pair, ["a", "b"], None)
+    with engine.connect() as c:
+        pairs.begin(c)
+    assert pairs.unmatched([(k, codes[k]) for k in asked], fps) == {(k, codes[k]) for k in (2, 3, 6)}
+    assert pairs.unmatched([(1, "not a's code"), (5, codes[5])], [10, -(2 ** 63)]) == {(1, "not a's code")}
+    pairs.close()
     engine.dispose()
+
+
+def test_lookups_leave_no_chunk_data_for_the_garbage_collector(tmp_path, mysql_url):
+    """A no-change run into SQLite looks every chunk up by fetching the stored fingerprints: the
+    chunk's keys must travel as a parameter, not inside a statement built per chunk (SQLAlchemy
+    objects in reference cycles, held until the collector runs, which a run lets run rarely:
+    107 MB against 69 MB for a 1,000,000-row no-change run)."""
+    import gc
+    make_source(mysql_url, 3000)
+    spec = write_spec(tmp_path, chunk_size=1000)
+    target = f"sqlite:///{tmp_path / 'target.db'}"
+    assert sync(spec, mysql_url, target, map_workers=0).stats.created == 3000
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        again = sync(spec, mysql_url, target, full=True, map_workers=0)
+        gc.collect()
+        chunk_sized = [o for o in gc.garbage if isinstance(o, (list, tuple, dict)) and len(o) >= 500]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert again.stats.unchanged == 3000
+    assert not chunk_sized, [repr(o)[:80] for o in chunk_sized[:3]]
 
 
 def _pg_lookup(pg_url: str, name: str, stored: dict[int, int]):

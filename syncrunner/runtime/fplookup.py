@@ -8,6 +8,7 @@ from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from operator import itemgetter
 
 import sqlalchemy as sa
@@ -111,20 +112,24 @@ class StoredFingerprints:
                        f"WHERE NOT EXISTS (SELECT 1 FROM {t} AS t WHERE t.{q(key.name)} = s.k "
                        f"AND t.{q(self.fp.name)} = s.f{live})")
 
+    @cached_property
+    def _fetch_query(self) -> sa.Select:
+        """The stored fingerprints of a list of keys, the list a parameter: a statement built per
+        chunk with its keys as values held them in SQLAlchemy objects that form reference cycles,
+        freed only by the garbage collector (a no-change run into SQLite: 107 MB against 69 MB
+        once the collector ran rarely, runtime/bulkgc.py)."""
+        keys = sa.bindparam("keys", expanding=True)
+        cond = self.keys[0].in_(keys) if len(self.keys) == 1 else sa.tuple_(*self.keys).in_(keys)
+        q = sa.select(*self.keys, self.fp).where(cond, self.fp.is_not(None))
+        return q.where(self.live_only.is_(None)) if self.live_only is not None else q
+
     def _fetch(self, conn: sa.Connection, keys: list[tuple]) -> dict[tuple, int]:
         """Key -> fingerprint of the stored rows (of the live ones, with soft deletes)."""
         found: dict[tuple, int] = {}
         single = len(self.keys) == 1
         for i in range(0, len(keys), LOOKUP_SLICE):
             part = keys[i:i + LOOKUP_SLICE]
-            if single:
-                cond = self.keys[0].in_([k[0] for k in part])
-            else:
-                cond = sa.tuple_(*self.keys).in_(part)
-            q = sa.select(*self.keys, self.fp).where(cond, self.fp.is_not(None))
-            if self.live_only is not None:
-                q = q.where(self.live_only.is_(None))
-            rows = conn.execute(q).fetchall()
+            rows = conn.execute(self._fetch_query, {"keys": [k[0] for k in part] if single else part}).fetchall()
             if single:
                 found.update({(k,): fp for k, fp in rows})
             else:
