@@ -240,6 +240,24 @@ def test_the_lookup_connection_is_held_for_the_run_and_replaced_when_it_drops(pg
     engine.dispose()
 
 
+def test_postgresql_lookups_run_outside_a_transaction_and_the_pool_gets_its_connection_back_as_it_was(pg_url):
+    """A lookup is one statement: on PostgreSQL its connection is in autocommit (no BEGIN and
+    ROLLBACK round trips), it still sees each commit made between two lookups, and once the
+    lookups close, the pooled connection is transactional again for whoever takes it next (the
+    chunks' writes need their transactions)."""
+    import sqlalchemy as sa
+    engine, lookup = _pg_lookup(pg_url, "fp_autocommit", {1: 10, 2: 20})
+    assert lookup.unmatched([(1,), (2,)], [10, 21]) == {(2,)}
+    held = lookup._conn.connection.dbapi_connection
+    assert held.autocommit is True
+    with engine.begin() as c:  # a chunk commits between two lookups
+        c.execute(sa.text("UPDATE fp_autocommit SET _sr_fingerprint = 21 WHERE id = 2"))
+    assert lookup.unmatched([(1,), (2,)], [10, 21]) == set()
+    lookup.close()
+    assert not held.closed and held.autocommit is False  # back in the pool, reset on check-in
+    engine.dispose()
+
+
 def test_each_lookup_thread_holds_a_connection_of_its_own_and_close_gives_all_back(pg_url):
     """A large chunk's lookup runs as two statements at once (fplookup.LOOKUP_THREADS): each
     thread must read on its own connection, and closing the lookups must release every one."""

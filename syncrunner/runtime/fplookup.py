@@ -64,7 +64,7 @@ class StoredFingerprints:
         for attempt in (1, 2):
             conn = self._conns.get(me)
             if conn is None:
-                conn = self._conns[me] = self.engine.connect().execution_options(**{READ_ONLY: True})
+                conn = self._conns[me] = self._connect()
             try:
                 return self._unmatched(conn, keys, fps)
             except sa.exc.DBAPIError as e:
@@ -72,6 +72,16 @@ class StoredFingerprints:
                 if attempt == 2 or not (e.connection_invalidated or conn.invalidated):
                     raise
         raise AssertionError("unreachable")
+
+    def _connect(self) -> sa.Connection:
+        """A lookup thread's connection. On PostgreSQL in autocommit: a lookup is one statement,
+        which sees what was committed when it started, as a read transaction of its own would,
+        without the BEGIN and ROLLBACK round trips (two per lookup, 800 in a 1,000,000-row
+        no-change run of the bench)."""
+        conn = self.engine.connect()
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        return conn.execution_options(**{READ_ONLY: True})
 
     def _unmatched(self, conn: sa.Connection, keys: list[tuple], fps: list[int]) -> set[tuple]:
         try:
