@@ -323,9 +323,11 @@ def main() -> None:
     ap.add_argument("--keep-buffer-pool", action="store_true",
                     help="leave MariaDB's innodb_buffer_pool_size as it is, even if the table does not fit")
     ap.add_argument("--pg-server", default=os.environ.get("SRBENCH_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432"))
+    ap.add_argument("--target-db", default="srbench_target",
+                    help="the PostgreSQL database the bench drops and creates (one per concurrent bench)")
     args = ap.parse_args()
 
-    target = PgTarget(args.pg_server) if args.target == "postgresql" else SqliteTarget()
+    target = PgTarget(args.pg_server, args.target_db) if args.target == "postgresql" else SqliteTarget()
     # the package byte-compiled, as an installed one is (scripts/setup does it too): else, with
     # PYTHONDONTWRITEBYTECODE set, every run would compile syncrunner's modules from source
     compileall.compile_dir(str(HERE.parent / "syncrunner"), quiet=1)

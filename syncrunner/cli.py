@@ -294,12 +294,10 @@ def demo(workdir: str, size: int, verbose: bool) -> None:
 
 
 def entry() -> None:
-    """The console script: the commands, then an exit without the interpreter's teardown
-    (see quickexit.py)."""
-    from .quickexit import run as run_and_leave
+    """The console script."""
     from .runtime.bulkgc import for_batch_work
     for_batch_work()  # a run's chunk data is freed by refcounting: collect rarely (runtime/bulkgc.py)
-    run_and_leave(main)
+    main()
 
 
 if __name__ == "__main__":

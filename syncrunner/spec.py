@@ -165,11 +165,10 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(**{units[unit]: n})
 
 
-def check_spec(path: str | Path, env: Mapping[str, str] | None = None, *, strict_env: bool = True,
-               cached: bool = False) -> tuple[Spec | None, list[Problem]]:
+def check_spec(path: str | Path, env: Mapping[str, str] | None = None, *,
+               strict_env: bool = True) -> tuple[Spec | None, list[Problem]]:
     """Load and check one spec. Returns (Spec or None, problems). strict_env=False (lint) reports a
-    missing environment variable as a warning and goes on with an empty value. `cached`: a pass
-    of the JSON Schema check is remembered and looked up (speccache.py; the run path)."""
+    missing environment variable as a warning and goes on with an empty value."""
     import yaml
 
     from .envvars import interpolate
@@ -199,7 +198,7 @@ def check_spec(path: str | Path, env: Mapping[str, str] | None = None, *, strict
             f"environment variable {mv.name} is not set (needed by spec {fname})",
             "error" if strict_env else "warning"))
 
-    problems += _schema_problems(data, loc, fname, cached)
+    problems += _schema_problems(data, loc, fname)
     problems += semantic_problems(data, loc, fname)
     problems.sort(key=lambda p: (p.line, p.key))
     if any(p.severity == "error" for p in problems):
@@ -211,7 +210,7 @@ def check_spec(path: str | Path, env: Mapping[str, str] | None = None, *, strict
 
 def load_spec(path: str | Path, env: Mapping[str, str] | None = None) -> Spec:
     """Load a spec for running; any error raises SpecError naming file, line and key."""
-    spec, problems = check_spec(path, env, strict_env=True, cached=True)
+    spec, problems = check_spec(path, env, strict_env=True)
     if spec is None:
         raise SpecError([p for p in problems if p.severity == "error"])
     return spec
@@ -228,17 +227,10 @@ def _strings(value: Any):
             yield from _strings(v)
 
 
-def _schema_problems(data: dict, loc: Located, fname: str, cached: bool = False) -> list[Problem]:
-    from . import speccache
-
-    schema = schema_path().read_bytes() if cached else b""
-    if cached and speccache.passed(schema, data):
-        return []
+def _schema_problems(data: dict, loc: Located, fname: str) -> list[Problem]:
     problems = []
     for err in _validator().iter_errors(data):
         problems.extend(_explain(err, loc, fname))
-    if cached and not problems:
-        speccache.remember(schema, data)
     # one place may fail several ways (oneOf branches); keep the first message per place
     seen, unique = set(), []
     for p in problems:

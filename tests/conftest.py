@@ -33,14 +33,6 @@ def _database(admin_url: str, create: str, drop: str, url: str):
     admin.dispose()
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _spec_cache(tmp_path_factory):
-    """The spec cache (syncrunner/speccache.py) of the test session's own, not the user's; in
-    os.environ, so the CLI subprocesses use it too."""
-    os.environ["SYNCRUNNER_CACHE_DIR"] = str(tmp_path_factory.mktemp("spec-cache"))
-    yield
-
-
 @pytest.fixture
 def pg_url():
     yield from _database(f"{PG_SERVER}/postgres", 'CREATE DATABASE "{name}"',
