@@ -61,6 +61,8 @@ class FakeArrivy(ScriptedFake):
     """Fake Arrivy account. Records are dicts as the API renders them, minus datetimes
     (kept as aware datetimes under ``_start``/``_end``/``_time`` and rendered per request)."""
 
+    messages = {**ScriptedFake.messages, 404: "Not found", 429: "Rate limit exceeded"}
+
     def __init__(self, auth_key: str = "key-1234", auth_token: str = "tok-abcd", *,
                  faults: Faults | None = None, data_seed: int = 1,
                  max_items_per_page: int = MAX_ITEMS_PER_PAGE) -> None:
@@ -155,15 +157,6 @@ class FakeArrivy(ScriptedFake):
         return Response(401, {"message": "Invalid credentials",
                               "description": "X-Auth-Key or X-Auth-Token is missing or invalid"})
 
-    def rate_limited(self, req: Request) -> Response:
-        return Response(429, {"message": "Rate limit exceeded"})
-
-    def server_error(self, req: Request, status: int) -> Response:
-        return Response(status, {"message": "Internal Server Error"})
-
-    def not_found(self, req: Request) -> Response:
-        return Response(404, {"message": "Not found"})
-
     def _page_of(self, req: Request, kind: str, make_rows: Callable[[], list[dict[str, Any]]]) -> Response:
         """One page of a page/items_per_page list; ``page_hook`` runs before the rows are cut."""
         try:
@@ -172,7 +165,7 @@ class FakeArrivy(ScriptedFake):
             self.before_page(kind, page)
             rows = make_rows()
         except BadRequest as exc:
-            return Response(exc.status, {"message": str(exc)})
+            return self.message(exc.status, str(exc))
         return Response(200, [_render(r) for r in rows[(page - 1) * size: page * size]], page=page)
 
     def _dated(self, req: Request, kind: str) -> Response:

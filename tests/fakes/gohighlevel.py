@@ -267,6 +267,7 @@ class FakeGoHighLevel(ScriptedFake):
     # ----- endpoints -------------------------------------------------------
     def _search(self, req: Request, location: str) -> Response:
         limit = _limit(req)
+        self.before_page("opportunities", int_arg(req, "page", 1))
         order = req.arg("order") or "added_desc"
         if order not in ("added_desc", "added_asc"):
             raise BadRequest("order must be one of added_asc, added_desc", 422)
@@ -281,6 +282,7 @@ class FakeGoHighLevel(ScriptedFake):
 
     def _contacts(self, req: Request, location: str) -> Response:
         limit = _limit(req)
+        self.before_page("contacts", int_arg(req, "page", 1))
         rows, keys = self.contacts.view(descending=True)
         query = (req.arg("query") or "").lower()
         if query:
@@ -295,7 +297,6 @@ class FakeGoHighLevel(ScriptedFake):
               entity: str, descending: bool = True) -> tuple[list[GhlRecord], dict[str, Any]]:
         """Cursor paging on (startAfter, startAfterId) in the order of ``rows``; ``page`` when no cursor."""
         page_no = int_arg(req, "page", 1)
-        self.before_page(entity, page_no)
         start = self._cursor_start(req, rows, keys, descending)
         if start is None:
             start = (page_no - 1) * limit

@@ -154,21 +154,12 @@ class FakeLeadConduit(ScriptedFake):
         return Response(401, {"message": "Authorization information is missing or invalid."},
                         {"WWW-Authenticate": 'Basic realm="LeadConduit"'})
 
-    def rate_limited(self, req: Request) -> Response:
-        return Response(429, {"message": "Too Many Requests"})
-
-    def server_error(self, req: Request, status: int) -> Response:
-        return Response(status, {"message": "Internal Server Error"})
-
-    def not_found(self, req: Request) -> Response:
-        return Response(404, {"message": "Not Found"})
-
     def _list(self, req: Request) -> Response:
         try:
             limit, descending, selected = self._parse(req)
             fields = _projection(req)
         except BadRequest as exc:
-            return Response(exc.status, {"message": str(exc)})
+            return self.message(exc.status, str(exc))
         self.before_page("events", req.index)
         events = self._window(selected)
         chosen = (events[::-1] if descending else events)[:limit]

@@ -75,6 +75,24 @@ class ScriptedFake(FakeAPI):
                 return self.server_error(req, status), "error"
         return super().dispatch(req)
 
+    # Vendors answering ``{"message": ...}``: override ``messages`` (or a hook) per vendor.
+    messages = {401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
+
+    def message(self, status: int, text: str | None = None) -> Response:
+        return Response(status, {"message": text or self.messages.get(status, self.messages[500])})
+
+    def unauthorized(self, req: Request) -> Response:
+        return self.message(401)
+
+    def rate_limited(self, req: Request) -> Response:
+        return self.message(429)
+
+    def server_error(self, req: Request, status: int) -> Response:
+        return Response(status, {"message": self.messages[500]})
+
+    def not_found(self, req: Request) -> Response:
+        return self.message(404)
+
     def before_page(self, entity: str, page: int) -> None:
         if self.page_hook is not None:
             self.page_hook(entity, page)

@@ -55,6 +55,8 @@ class FakeSalesRabbit(ScriptedFake):
     """Fake SalesRabbit organisation. Leads and users are dicts with aware datetimes under
     ``_created``/``_modified``; history entries keep ``_updated``."""
 
+    messages = {**ScriptedFake.messages, 500: "Server Error"}
+
     def __init__(self, token: str = "sr-token", *, faults: Faults | None = None, data_seed: int = 1) -> None:
         super().__init__(faults)
         self.token = token
@@ -130,18 +132,6 @@ class FakeSalesRabbit(ScriptedFake):
     def is_authorized(self, req: Request) -> bool:
         return req.headers.get("authorization", "") == f"Bearer {self.token}"
 
-    def unauthorized(self, req: Request) -> Response:
-        return Response(401, {"message": "Unauthorized"})
-
-    def rate_limited(self, req: Request) -> Response:
-        return Response(429, {"message": "Too Many Requests"})
-
-    def server_error(self, req: Request, status: int) -> Response:
-        return Response(status, {"message": "Server Error"})
-
-    def not_found(self, req: Request) -> Response:
-        return Response(404, {"message": "Not Found"})
-
     def _paged(self, req: Request, entity: str, rows: Callable[[], list[dict[str, Any]]],
                render: Callable[[list[dict[str, Any]]], Any]) -> Response:
         try:
@@ -151,7 +141,7 @@ class FakeSalesRabbit(ScriptedFake):
             self.before_page(entity, page)
             selected = rows()
         except BadRequest as exc:
-            return Response(exc.status, {"message": str(exc)})
+            return self.message(exc.status, str(exc))
         chunk = selected[(page - 1) * per_page: page * per_page]
         more = page * per_page < len(selected)
         return Response(200, {"data": render(chunk), "meta": {"morePages": more}}, page=page)
