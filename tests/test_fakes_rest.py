@@ -338,6 +338,10 @@ def test_ghl_last_page_meta_and_empty_follow_up(ghl, gs):
     meta = last["meta"]
     assert len(last["opportunities"]) == 50 and meta["nextPage"] is None and meta["nextPageUrl"] is None
     assert meta["startAfterId"] == last["opportunities"][-1]["id"] and meta["total"] == 1050
+    middle = gs.get(url, params={"location_id": ghl.location_id, "status": "open", "limit": 7}).json()["meta"]
+    assert "status=open" in middle["nextPageUrl"] and f"startAfterId={middle['startAfterId']}" in middle["nextPageUrl"]
+    follow = gs.get(middle["nextPageUrl"]).json()["opportunities"]
+    assert follow and all(o["status"] == "open" for o in follow)
     after = gs.get(url, params={"location_id": ghl.location_id, "startAfter": meta["startAfter"],
                                 "startAfterId": meta["startAfterId"]}).json()
     assert after["opportunities"] == [] and after["meta"]["startAfterId"] is None

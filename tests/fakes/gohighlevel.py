@@ -41,6 +41,9 @@ Where the docs are silent (choices made here):
     answers 400.
   * Last page: ``startAfter``/``startAfterId`` still name its last record, ``nextPage`` and
     ``nextPageUrl`` are null; asking again with that cursor returns an empty list with null cursor.
+    ``nextPageUrl`` repeats the request's parameters with the new cursor (the documented example
+    lists every filter, empty or not, on an internal ``localhost:5066`` host: this fake uses its
+    own host, a real response may not).
   * ``limit`` above 100 answers 422 (class-validator style message) rather than being capped.
   * Missing or unknown ``Version`` answers 400 ``Version header is missing or not supported``.
   * 429 body ``{"statusCode": 429, "message": "Too Many Requests"}``; no ``Retry-After`` (not
@@ -305,10 +308,9 @@ class FakeGoHighLevel(ScriptedFake):
         last = chunk[-1] if chunk else None
         cursor = {"startAfter": epoch_ms(last.created), "startAfterId": last.id} if last else {}
         next_url = None
-        if more and last:
-            loc_param = "location_id" if entity == "opportunities" else "locationId"
-            query = {loc_param: self.location_id, "limit": limit, **cursor}
-            next_url = f"{req.base_url}{req.path}?{urlencode(query)}"
+        if more and last:  # the request's own parameters, with the cursor of this page
+            query = {k: v[0] for k, v in req.query.items() if k not in ("page", "startAfter", "startAfterId")}
+            next_url = f"{req.base_url}{req.path}?{urlencode({**query, 'limit': limit, **cursor})}"
         current = start // limit + 1
         meta = {"total": len(rows), "nextPageUrl": next_url, "startAfterId": cursor.get("startAfterId"),
                 "startAfter": cursor.get("startAfter"), "currentPage": current,
