@@ -2,7 +2,9 @@
 expressions, safe use of the window in SQL, valid time zones and regexes."""
 from __future__ import annotations
 
+import datetime as dt
 import re
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -81,6 +83,12 @@ def semantic_problems(data: dict, loc: Located, fname: str) -> list:
         if "://" not in source["url"]:
             add(("source", "url"), "not a database URL (expected e.g. mysql+pymysql://user@host/db)")
 
+    if source.get("kind") == "http" and isinstance(source.get("tie_break"), dict):
+        cfield = fields.get(direct.get(cursor)) if isinstance(cursor, str) else None
+        ctype = cfield.get("type") if isinstance(cfield, dict) else None
+        for path, msg in tie_break_problems(source, ctype if isinstance(ctype, str) else None):
+            add(("source",) + path, msg)
+
     deletes = data.get("deletes")
     if isinstance(deletes, dict) and deletes.get("action", "soft") == "soft" and "deleted_at" in fields:
         add(("fields", "deleted_at"), "soft deletes (deletes.action: soft) manage the column deleted_at "
@@ -94,6 +102,72 @@ def semantic_problems(data: dict, loc: Located, fname: str) -> list:
         if isinstance(rule, dict) and isinstance(rule.get("rule"), str):
             if msg := expression_problem(rule["rule"]):
                 add(("validate", i, "rule"), msg)
+    return problems
+
+
+SAMPLE_CURSOR = {"datetime": dt.datetime(2025, 1, 2, 3, 4, 5, 678000, tzinfo=dt.timezone.utc),
+                 "date": dt.date(2025, 1, 2), "integer": 12345, "decimal": Decimal("12.5"), "string": "x"}
+
+
+def _variables(value: Any) -> set[str] | str:
+    """The template variables a request mapping uses, or why one of its templates does not compile."""
+    import jinja2
+    from jinja2 import meta
+
+    from .runtime.templating import ENV
+
+    found: set[str] = set()
+    for text in _template_strings(value):
+        try:
+            found |= meta.find_undeclared_variables(ENV.parse(text))
+        except jinja2.TemplateSyntaxError as e:
+            return f"template does not compile (template line {e.lineno}): {e.message}"
+    return found
+
+
+def _template_strings(value: Any):
+    if isinstance(value, str) and "{" in value:
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _template_strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _template_strings(v)
+
+
+def tie_break_problems(source: dict, cursor_type: str | None) -> list[tuple[tuple, str]]:
+    """A tie_break is only sent when a query reaches its cap, maybe hours into a run: check now that
+    both requests use the variables that make progress and render for a sample tie."""
+    from .adapters.sources.http import RequestTemplate, context
+
+    request, tie = source.get("request"), source["tie_break"]
+    used = {"request": _variables(request), "tie_break": _variables(tie)}
+    problems = [((k,), v) for k, v in used.items() if isinstance(v, str)]
+    if problems:
+        return problems
+    if "since_exclusive" not in used["request"]:
+        problems.append((("request",), "with tie_break, the request must use since_exclusive (ask for cursor > "
+                                       "since, e.g. GT instead of GTE): after listing a tied value it goes on "
+                                       "past it, or it would read that value again forever"))
+    for name in ("tie_value", "after_key"):
+        if name not in used["tie_break"]:
+            problems.append((("tie_break",), f"the tie_break request must use {name} (narrow the query to "
+                                             f"cursor == tie_value and key > after_key, sorted by key)"))
+    sample = SAMPLE_CURSOR.get(cursor_type or "", SAMPLE_CURSOR["string"])
+    tries = [("request", context(sample, None, since_exclusive=True), request)] + [
+        ("tie_break", context(None, None, tie_value=sample, after_key=k), tie) for k in (None, "1")]
+    for where, ctx, part in tries:
+        if not isinstance(part, dict):
+            continue
+        try:
+            rendered = RequestTemplate(part, "lint", where).render(ctx)
+        except Exception as e:  # noqa: BLE001 - any render error is a spec problem
+            problems.append(((where,), f"does not render for a sample tie ({type(e).__name__}: {e})"))
+            break
+        if where == "tie_break" and rendered.body is not None and not isinstance(rendered.body, dict):
+            problems.append(((where, "json"), "must render to a JSON object (its keys replace the request's)"))
+            break
     return problems
 
 

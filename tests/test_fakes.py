@@ -107,9 +107,20 @@ def test_hubspot_10k_cap_answers_400(hubspot, hs_session):
 
 
 def test_hubspot_limit_above_max_is_400(hubspot, hs_session):
-    assert search(hs_session, hubspot, "contacts", limit=101).status_code == 400
-    hubspot.search_max_limit = 200
-    assert search(hs_session, hubspot, "contacts", limit=200).status_code == 200
+    hubspot.seed("contacts", 250, T0)
+    assert len(search(hs_session, hubspot, "contacts", limit=200).json()["results"]) == 200
+    refused = search(hs_session, hubspot, "contacts", limit=201)
+    assert refused.status_code == 400 and refused.json()["category"] == "VALIDATION_ERROR"
+    assert len(search(hs_session, hubspot, "contacts").json()["results"]) == 10  # the default limit
+
+
+def test_hubspot_hs_object_id_filters_and_sorts_as_a_number(hubspot, hs_session):
+    ids = hubspot.seed("contacts", 30, T0, timedelta(0))  # one createdate, like a bulk import
+    by_id = [{"propertyName": "hs_object_id", "direction": "ASCENDING"}]
+    after = [{"filters": [{"propertyName": "createdate", "operator": "EQ", "value": str(int(T0.timestamp() * 1000))},
+                          {"propertyName": "hs_object_id", "operator": "GT", "value": ids[9]}]}]
+    got = search_all(hs_session, hubspot, "contacts", limit=7, sorts=by_id, filterGroups=after)
+    assert [r["id"] for r in got] == ids[10:]
 
 
 def test_hubspot_date_filters_accept_millis_and_iso(hubspot, hs_session):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from syncrunner.redact import redact
 from syncrunner.runtime.engine import RunResult, run_spec
 from syncrunner.runtime.strategy import RunOptions
 from syncrunner.runtime.templating import ENV
-from syncrunner.spec import Spec, load_spec
+from syncrunner.spec import Spec, check_spec, load_spec
 from tests.fakes import FakeCallRail, FakeHubSpot
 from tests.fakes.server import FakeAPI, Request, Response, route
 from tests.helpers import history, rows
@@ -97,7 +98,8 @@ def test_hubspot_25k_contacts_land_once_through_the_10k_cap(hubspot, target, cap
     assert hubspot.count(status=400) == 0  # never paged into the cap
     m = metrics(target)
     assert m["query_restarts"] == 2 and m["api_calls"] == hubspot.counters.requests
-    assert m["api_calls_per_record"] == pytest.approx(0.01, abs=0.001)
+    # 200 a page; each cap restart re-reads the tied records it stopped in and ends one short page
+    assert math.ceil(25_000 / 200) <= m["api_calls"] <= math.ceil(25_000 / 200) + 2 * m["query_restarts"]
     (typed,), = rows(target, "SELECT COUNT(*) FROM hubspot_contacts WHERE lastmodifieddate IS NULL")
     assert typed == 0
     with capsys.disabled():
@@ -105,15 +107,150 @@ def test_hubspot_25k_contacts_land_once_through_the_10k_cap(hubspot, target, cap
               f"{m['api_calls']} API calls, {m['api_calls_per_record']} calls/record")
 
 
-def test_more_ties_than_the_cap_fail_clearly(hubspot, sqlite_url):
+def test_without_tie_break_more_ties_than_the_cap_fail_clearly(hubspot, sqlite_url):
     ids = hubspot.seed("contacts", 250, T0)
     hubspot.touch("contacts", ids, when=T0)
-    result = run(hubspot_spec(hubspot, max_results_per_query=100), sqlite_url)
+    spec = hubspot_spec(hubspot, max_results_per_query=100)
+    del spec.source.options["tie_break"]
+    result = run(spec, sqlite_url)
     assert result.status == "failed"
     assert "more than max_results_per_query=100 records share the cursor value" in result.error
+    assert "tie_break" in result.error
 
 
-def test_hubspot_faults_same_data_and_retries_counted(hubspot, target):
+def bulk_import(fake: FakeHubSpot, n: int, tied: int, first: int) -> tuple[list[str], dt.datetime]:
+    """n contacts a second apart, then `tied` of them from index `first` on stamped with one
+    lastmodifieddate millisecond by a bulk import, sorting between their neighbours."""
+    ids = fake.seed("contacts", n, T0, step=dt.timedelta(seconds=1))
+    stamp = T0 + dt.timedelta(seconds=first - 1, milliseconds=500)
+    fake.touch("contacts", ids[first:first + tied], when=stamp)
+    return ids, stamp
+
+
+@pytest.mark.parametrize("tied,first", [(12_000, 6_000), (10_000, 0)], ids=["12000-mid", "10000-first"])
+def test_bulk_import_sharing_one_millisecond_lands_once(hubspot, pg_url, capsys, tied, first):
+    """More records than the 10,000 search cap (or exactly as many) share one lastmodifieddate: the
+    tie_break request lists them by hs_object_id, then the search goes on past that millisecond."""
+    ids, stamp = bulk_import(hubspot, 25_000, tied, first)
+    result = run(hubspot_spec(hubspot), pg_url)
+    assert result.status == "success", result.error
+    assert landed(pg_url, "hubspot_contacts") == (25_000, 25_000)
+    assert result.stats.fetched == 25_000 and result.stats.created == 25_000
+    assert hubspot.count(status=400) == 0  # never paged into the cap, never sent a bad request
+    m = metrics(pg_url)
+    calls, pages = m["api_calls"], math.ceil(25_000 / 200)
+    # the overhead: re-reading the tied records the capped query already yielded (at most one
+    # query's worth), plus one short page per restart
+    assert pages < calls <= pages + 10_000 // 200 + 2 * m["query_restarts"]
+    assert m["tie_break_queries"] >= 1
+    (at_stamp,), = rows(pg_url, "SELECT COUNT(*) FROM hubspot_contacts WHERE lastmodifieddate = %s"
+                        % ("'" + stamp.strftime("%Y-%m-%d %H:%M:%S.%f") + "+00'"))
+    assert at_stamp == tied
+    with capsys.disabled():
+        print(f"\n  hubspot 25k contacts, {tied:,} in one ms: {calls} API calls "
+              f"(ceil(25000/200) = {pages}), {m['query_restarts']} cap restarts, "
+              f"{m['tie_break_queries']} tie_break queries")
+
+    # incremental: 50 touched (some of them in the bulk import) -> exactly 50 updated
+    later = T0 + dt.timedelta(days=30)
+    touched = ids[first:first + 25] + ids[-25:]
+    hubspot.touch("contacts", touched, when=later, firstname="Touched")
+    second = run(hubspot_spec(hubspot), pg_url)
+    assert second.status == "success", second.error
+    assert (second.stats.created, second.stats.updated) == (0, 50)
+    assert second.stats.fetched == 50 + second.stats.unchanged  # and the lookback's few re-reads
+    assert second.stats.unchanged < 400
+    (renamed,), = rows(pg_url, "SELECT COUNT(*) FROM hubspot_contacts WHERE firstname = 'Touched'")
+    assert renamed == 50
+
+
+def test_a_run_killed_inside_a_tie_resumes_there(hubspot, sqlite_url):
+    """The checkpoint of a chunk read by the tie_break request says so; the rerun resumes the tie
+    listing after the last key committed, then goes on past the tied value: none lost, none twice."""
+    ids, _ = bulk_import(hubspot, 3_000, 1_500, 500)
+    spec = hubspot_spec(hubspot, max_results_per_query=1_000)
+    spec.source.chunk_size = 300
+    # requests 1-5: the search up to its cap (500 + 500 tied); 6-10: the tie listing by id up to
+    # its cap (500 skipped, 500 new: chunks end at 1,200 and 1,500); 11 fails
+    hubspot.faults.malformed_requests = {11}
+    first = run(spec, sqlite_url)
+    assert first.status == "failed" and first.stats.fetched == 1_500
+    hubspot.faults.malformed_requests = set()
+    hubspot.reset_log()
+    second = run(spec, sqlite_url)
+    assert second.status == "success", second.error
+    assert "resuming failed run" in second.window.reason
+    assert second.stats.fetched == 1_500
+    assert landed(sqlite_url, "hubspot_contacts") == (3_000, 3_000)
+    body = json.loads(hubspot.log[0].body)  # the rerun starts in the tie listing, after the last key
+    assert body["sorts"] == [{"propertyName": "hs_object_id", "direction": "ASCENDING"}]
+    assert {"propertyName": "hs_object_id", "operator": "GT", "value": ids[1_499]} in body["filterGroups"][0]["filters"]
+    assert body["limit"] == 200 and "email" in body["properties"]  # the request's own keys stay
+    last = json.loads(hubspot.log[-1].body)["filterGroups"][0]["filters"]
+    assert last[0]["propertyName"] == "lastmodifieddate" and last[0]["operator"] == "GT"
+
+
+TIE_SPEC = """\
+crm: test
+entity: items
+source:
+  kind: http
+  base_url: http://127.0.0.1:9
+  request:
+    method: POST
+    path: /search
+    json: {json}
+  records: results
+  pagination: {{type: cursor, next: next}}
+  cursor: updated
+  key: id
+  sorted_by_cursor: true
+  max_results_per_query: 100
+  tie_break:
+    json: {tie}
+target: {{table: items, key: [id]}}
+fields:
+  id: {{type: integer, required: true}}
+  updated: {{type: datetime}}
+"""
+GOOD_REQUEST = """'{"since": "{{ since | iso }}", "op": "{{ "gt" if since_exclusive else "gte" }}"}'"""
+GOOD_TIE = """'{"at": "{{ tie_value | epoch_ms }}", "after": "{{ after_key }}", "sort": "id"}'"""
+
+
+@pytest.mark.parametrize("request_json,tie_json,key,line,message", [
+    ("{since: '{{ since | iso }}'}", GOOD_TIE, "source.request", 6, "must use since_exclusive"),
+    (GOOD_REQUEST, "{sort: id, after: '{{ after_key }}'}", "source.tie_break", 16, "must use tie_value"),
+    (GOOD_REQUEST, "{sort: id, at: '{{ tie_value }}'}", "source.tie_break", 16, "must use after_key"),
+    (GOOD_REQUEST, """'[{{ tie_value | epoch_ms }}, "{{ after_key }}"]'""", "source.tie_break.json", 17,
+     "must render to a JSON object"),
+    (GOOD_REQUEST, """'{"at": {{ tie_value | epoch_ms }}, {{ after_key }}}'""", "source.tie_break", 16,
+     "does not render"),
+    (GOOD_REQUEST, "'{{ tie_value | epoch_ms }'", "source.tie_break", 16, "does not compile"),
+])
+def test_lint_checks_the_tie_break_before_any_run(tmp_path, request_json, tie_json, key, line, message):
+    """A tie_break is sent only when a query reaches its cap, maybe hours into a run: lint renders it."""
+    (tmp_path / "ok.yaml").write_text(TIE_SPEC.format(json=GOOD_REQUEST, tie=GOOD_TIE))
+    assert [p for p in check_spec(tmp_path / "ok.yaml")[1] if p.severity == "error"] == []
+    (tmp_path / "s.yaml").write_text(TIE_SPEC.format(json=request_json, tie=tie_json))
+    spec, problems = check_spec(tmp_path / "s.yaml")
+    assert spec is None
+    assert [(p.key, p.line) for p in problems if message in p.message] == [(key, line)], problems
+
+
+def test_tie_break_needs_a_result_cap(tmp_path):
+    (tmp_path / "s.yaml").write_text(TIE_SPEC.format(json=GOOD_REQUEST, tie=GOOD_TIE).replace(
+        "  max_results_per_query: 100\n", ""))
+    spec, problems = check_spec(tmp_path / "s.yaml")
+    assert spec is None and any("max_results_per_query" in p.message for p in problems), problems
+
+
+def retry_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "syncrunner.http" and r.levelno == logging.WARNING]
+
+
+def test_hubspot_faults_same_data_and_retries_counted(hubspot, target, caplog):
+    caplog.set_level(logging.INFO)
     seed_contacts(hubspot, 3_000)
     hubspot.faults.seed, hubspot.faults.error_rate, hubspot.faults.drop_rate = 3, 0.15, 0.08
     result = run(hubspot_spec(hubspot, retries=FAST_RETRIES), target)
@@ -122,26 +259,34 @@ def test_hubspot_faults_same_data_and_retries_counted(hubspot, target):
     assert c.injected_errors > 0 and c.dropped > 0
     m = metrics(target)
     assert m["retries"] == c.injected_errors + c.dropped
+    # routine retries: one WARNING line per distinct cause, with its count, not one per retry
+    causes = m["retry_causes"]
+    assert sum(causes.values()) == m["retries"] and len(causes) >= 3
+    assert sorted(retry_warnings(caplog)) == sorted(
+        f"hubspot.contacts: retried {n} time{'' if n == 1 else 's'}: {cause}" for cause, n in causes.items())
     got = rows(target, "SELECT id, email, lastmodifieddate FROM hubspot_contacts ORDER BY id")
     want = sorted((int(r.id), r.properties["email"]) for r in hubspot.records("contacts"))
     assert [(r[0], r[1]) for r in got] == want
 
 
-def test_hubspot_429_bursts_honour_retry_after(hubspot, sqlite_url):
-    seed_contacts(hubspot, 1_200)
-    hubspot.search_rate_limit = 5
+def test_hubspot_429_bursts_honour_retry_after(hubspot, sqlite_url, caplog):
+    caplog.set_level(logging.DEBUG)
+    seed_contacts(hubspot, 2_400)
+    hubspot.search_rate_limit = 4  # HubSpot's search limit, 429 + Retry-After past it
     started = time.monotonic()
     result = run(hubspot_spec(hubspot), sqlite_url)  # client budget 1000/s: it will be throttled
     assert result.status == "success", result.error
-    assert landed(sqlite_url, "hubspot_contacts") == (1_200, 1_200)
+    assert landed(sqlite_url, "hubspot_contacts") == (2_400, 2_400)
     m = metrics(sqlite_url)
-    assert hubspot.counters.throttled > 0
-    assert m["throttled"] == hubspot.counters.throttled == m["retries"]
+    n = hubspot.counters.throttled
+    assert n > 0 and m["throttled"] == n == m["retries"]
     assert time.monotonic() - started >= 1.0  # waited the Retry-After second
+    assert retry_warnings(caplog) == [f"hubspot.contacts: retried {n} time{'' if n == 1 else 's'}: "
+                                      f"HTTP 429 (rate limit)"]
 
 
 def test_client_rate_limit_keeps_under_the_api_limit(hubspot, sqlite_url):
-    seed_contacts(hubspot, 1_000)
+    seed_contacts(hubspot, 2_000)  # 10 pages: 9 waits of 1/8 s
     hubspot.search_rate_limit = 10
     spec = hubspot_spec(hubspot, rate_limit={"per_second": 8})
     result = run(spec, sqlite_url)
@@ -212,7 +357,7 @@ def test_incremental_fetches_only_records_modified_since(hubspot, target):
 
 def test_failed_run_resumes_from_its_checkpoint(hubspot, sqlite_url):
     seed_contacts(hubspot, 3_000)
-    hubspot.faults.malformed_pages = {18}
+    hubspot.faults.malformed_pages = {9}  # after 8 pages of 200: chunks of 500 committed up to 1,500
     spec = hubspot_spec(hubspot)
     spec.source.chunk_size = 500
     first = run(spec, sqlite_url)
@@ -392,15 +537,18 @@ def test_cli_runs_a_whole_crm_folder_against_the_fake(crm, hubspot, callrail, pg
     assert {h.status for h in history(pg_url)} == {"success"} and len(history(pg_url)) == len(counts)
 
 
-def test_hubspot_archived_records_are_soft_deleted_by_a_full_run(hubspot, pg_url):
+def test_hubspot_archived_records_are_soft_deleted_by_a_full_run(hubspot, pg_url, caplog):
     """Search never returns archived records; the specs' delete sweep marks them on a full run."""
     ids = hubspot.seed("contacts", 300, T0)
     first = run(hubspot_spec(hubspot), pg_url)
     assert first.status == "success"
     hubspot.archive("contacts", ids[:12])
+    caplog.set_level(logging.INFO)
     delta = run(hubspot_spec(hubspot), pg_url)  # incremental: never deletes
     assert rows(pg_url, "SELECT COUNT(*) FROM hubspot_contacts WHERE deleted_at IS NOT NULL")[0][0] == 0
     assert any("not swept" in n for n in delta.notes)
+    swept = [r for r in caplog.records if "deletes not swept: windowed run" in r.getMessage()]
+    assert [r.levelno for r in swept] == [logging.INFO]  # every incremental run: routine, no warning
     full = run(hubspot_spec(hubspot), pg_url, full=True)
     assert full.status == "success"
     gone = {r[0] for r in rows(pg_url, "SELECT id FROM hubspot_contacts WHERE deleted_at IS NOT NULL")}
@@ -423,4 +571,4 @@ def test_hubspot_total_gives_progress_a_count(hubspot, sqlite_url):
     result = SyncRun(hubspot_spec(hubspot), RunOptions(), sqlite_url, observers=[Totals()], count_total=True).run()
     assert result.status == "success" and result.stats.fetched == 1_234
     assert seen["total"] == 1_234
-    assert metrics(sqlite_url)["api_calls"] == 13 + 1  # 13 pages of 100, plus the count
+    assert metrics(sqlite_url)["api_calls"] == 7 + 1  # 7 pages of up to 200, plus the count

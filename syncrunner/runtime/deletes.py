@@ -56,6 +56,7 @@ class DeleteSweep:
     allow_mass_delete: bool = False
     generation: int | None = None        # None: no keys staged by this run
     refused: str | None = None           # why no sweep will happen, once known
+    routine: bool = False                # refused by how the run was asked for (windowed, --dry-run)
     metrics: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -73,6 +74,7 @@ class DeleteSweep:
             return
         self.refused = refusal_before_run(window, opts)
         if self.refused:
+            self.routine = True  # every incremental run: expected, not worth a warning
             return
         self.seen.create(conn, checkfirst=True)
         if window.resume_run is not None:
@@ -109,7 +111,8 @@ class DeleteSweep:
             self._sweep(conn, d.action, d.max_delete_fraction)
         if self.refused is not None:
             self.metrics.update(status="refused", reason=f"not swept: {self.refused}")
-            log.warning("%s: deletes not swept: %s", self.spec.name, self.refused)
+            log.log(logging.INFO if self.routine else logging.WARNING, "%s: deletes not swept: %s",
+                    self.spec.name, self.refused)
         if self.generation is not None and status != "failed":
             conn.execute(self.seen.delete().where(self.seen.c.generation == self.generation))
         return self.metrics

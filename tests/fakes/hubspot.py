@@ -3,40 +3,53 @@
 Modelled behaviour and where it comes from:
 
 * ``POST /crm/v3/objects/{type}/search`` with ``filterGroups`` (OR of groups,
-  AND inside a group), ``sorts`` (one), ``properties``, ``limit``, ``after``;
-  answer ``{"total", "results", "paging": {"next": {"after"}}}``; default
-  properties per object; every property value is a string (or null).
-  https://developers.hubspot.com/docs/api/crm/search and
+  AND inside a group), ``sorts`` (one), ``properties``, ``limit`` (default
+  10), ``after``; answer ``{"total", "results", "paging": {"next": {"after"}}}``;
+  default properties per object (``hs_object_id`` among them); every property
+  value is a string (or null), datetimes as ISO 8601 UTC with milliseconds.
+  https://developers.hubspot.com/docs/api/crm/search,
   https://developers.hubspot.com/docs/api-reference/2026-03/crm/search-the-crm
-  (request/response schema), api-evangelist/hubspot json-structure files.
+  (request/response, default properties), the api-evangelist/hubspot
+  SearchRequest schema (operators EQ NEQ LT LTE GT GTE BETWEEN IN NOT_IN
+  HAS_PROPERTY NOT_HAS_PROPERTY; "limit ... Maximum value is 200").
+* ``limit`` at most 200 per page, above it HTTP 400: HubSpot search guide
+  "Limitations" ("The maximum number of supported objects per page is 200",
+  quoted in activepieces/activepieces PR #10160), raised from 100 in
+  https://developers.hubspot.com/changelog/increasing-our-api-limits (Sept 2024).
 * Filter groups limited to 5 groups / 10 filters per group / 25 filters:
   https://developers.hubspot.com/changelog/breaking-change-expanded-filtering-capabilities-and-error-messaging-in-hubspots-search-api
-* 10,000 result cap, paging past it answers HTTP 400: HubSpot search docs
-  ("Limitations"), airbytehq/airbyte PR #10700, HubSpot/hubspot-api-nodejs
-  issue #132 (``after`` >= 10000 fails), AWS Glue HubSpot connector notes.
-  The fake refuses ``after + limit > 10000`` (the brief's rule, which also
-  matches an Elasticsearch-style ``from + size`` window).
-* Search rate limit: 4/s per token (changelog "CRM Search API Rate Limit
-  Increase"), 5/s per account in the current docs (cited in
-  activepieces/activepieces PR #10160). Default here 5/s, configurable.
-  429 body shape from HGData/mk-node-hubspot PR #84 / issue #89
-  (``errorType: RATE_LIMIT``, ``policyName: SECONDLY``).
+* 10,000 results per query ("The search endpoints are limited to 10,000 total
+  results for any given query. Attempting to page beyond 10,000 will result in
+  a 400 error", search guide "Limitations"; airbytehq/airbyte PR #10700; AWS
+  Glue HubSpot connector limitations). ``total`` still counts every match and
+  ``paging.next.after`` still points past the cap, so a naive client pages
+  into the 400. ``after`` >= 10000 fails even with ``limit: 10``
+  (HubSpot/hubspot-api-nodejs issue #132). A page reaching past 10,000
+  (``after + limit > 10000``) is refused too, like an Elasticsearch
+  ``from + size`` window: the stricter reading, so a client that passes here
+  passes there.
+* Search rate limit: 4 requests/second per token (changelog
+  https://developers.hubspot.com/changelog/crm-search-api-rate-limit-increase;
+  current docs say 5/s per account, activepieces PR #10160). Default here 4/s,
+  configurable (``search_rate_limit``, None disables). 429 body from
+  HGData/mk-node-hubspot PR #84 / issue #89 (``errorType: RATE_LIMIT``,
+  ``policyName: SECONDLY``, "You have reached your secondly limit.").
 * 401 body (``category: INVALID_AUTHENTICATION``, ``correlationId``):
   HubSpot/hubspot-api-nodejs issues #148 and #432.
-* Date filter values: epoch milliseconds ("HubSpot API endpoints accept UNIX
-  formatted timestamps in milliseconds",
+* Filter values for dates are epoch milliseconds ("HubSpot API endpoints
+  accept UNIX formatted timestamps in milliseconds",
   developers.hubspot.com/docs/faq/how-should-timestamps-be-formatted-for-hubspots-apis);
-  ISO 8601 strings are also accepted as the brief asks.
+  ISO 8601 strings are accepted too. ``hs_object_id`` compares and sorts as a
+  number.
 * ``GET /crm/v3/objects/{type}?limit&after&properties&archived`` list endpoint
   with an opaque cursor (base64, like the ``NTI1Cg%3D%3D`` example in the
   api-evangelist/hubspot paging schema); ``archived=true`` lists only archived.
 
-Not confirmed (choices made here, see report): exact 400 message for the 10k
-cap and for ``limit`` above the maximum; whether ``limit`` above max is refused
-or clamped (refused here); max page size (brief says 100, newer docs say 200 -
-``search_max_limit`` is configurable); whether a 429 carries ``Retry-After``
-(added here because the brief asks for it); default ordering without ``sorts``
-(id ascending here, with id as tie-breaker for every sort).
+Not confirmed (choices made here): the exact 400 messages (cap, ``limit``
+above 200); whether ``after + limit > 10000`` with ``after < 10000`` is refused
+or cut short (refused here, see above); whether a 429 carries ``Retry-After``
+(added here); the order of records that tie on the sort property (id
+ascending here, stable across pages).
 """
 
 from __future__ import annotations
@@ -53,6 +66,7 @@ from .server import FakeAPI, Faults, Request, Response, as_utc, correlation_id, 
 
 OBJECT_TYPES = ("contacts", "companies", "deals")
 SEARCH_RESULT_CAP = 10_000
+SEARCH_MAX_LIMIT = 200
 LIST_MAX_LIMIT = 100
 
 LASTMOD = {"contacts": "lastmodifieddate", "companies": "hs_lastmodifieddate",
@@ -130,7 +144,7 @@ class FakeHubSpot(FakeAPI):
     """
 
     def __init__(self, token: str = "test-token", *, faults: Faults | None = None,
-                 search_rate_limit: float | None = 5, search_max_limit: int = 100,
+                 search_rate_limit: float | None = 4, search_max_limit: int = SEARCH_MAX_LIMIT,
                  data_seed: int = 1) -> None:
         super().__init__(faults)
         self.token = token

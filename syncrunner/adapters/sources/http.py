@@ -2,35 +2,36 @@
 record list as a jmespath, a pagination style, a rate budget, a retry policy).
 
 The request's path, params, headers and JSON body are Jinja templates that see the delta window as
-`since` / `until` (UTC datetimes or None; filters `epoch_ms`, `epoch_s`, `iso`) and `window`
-(true when bounded). A param that renders empty is not sent, so one template can serve full and
-delta runs. Records outside the window are also dropped client-side when the spec has a cursor.
+`since` / `until` (UTC datetimes or None; filters `epoch_ms`, `epoch_s`, `iso`), `window` (true when
+bounded) and `since_exclusive` (true when every record at exactly `since` was read: ask for cursor >
+since). A param that renders empty is not sent, so one template can serve full and delta runs.
+Records outside the window are also dropped client-side when the spec has a cursor.
 
 `sorted_by_cursor: true` declares that the request returns records in ascending cursor order. The
-source then tracks the last cursor value it yielded and the keys yielded at exactly that value, which
-gives it two things: a checkpoint to resume from after a crash, and a way past result caps
-(`max_results_per_query`, HubSpot search's 10,000): instead of paging into the refusal it re-runs
-the query with `since` = the last cursor value and skips the keys it already yielded at that value,
-so records sharing one timestamp are neither lost nor duplicated."""
+source then keeps its place (http_cursor.py), which gives exact resume after a crash and a way past
+result caps (`max_results_per_query`, HubSpot search's 10,000): instead of paging into the refusal
+it re-runs the query from the last cursor value. When more records than the cap may share one value
+(a bulk import stamps one millisecond on thousands), the spec's `tie_break` request lists the records
+at that value (`tie_value`) by key after `after_key`, and the main query then goes on past it."""
 from __future__ import annotations
 
 import json
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import jmespath
 import requests
 
 from ...redact import redact
-from ...runtime.codec import decode, encode
 from ...runtime.strategy import Window
 from ...runtime.templating import ENV, compile_expression
 from ...spec import Spec
 from .base import Chunk, SourceMetrics
 from .http_auth import Auth
 from .http_client import Call, HttpClient, HttpSourceError, RateLimiter, RetryPolicy
+from .http_cursor import CursorState, key_order
 from .http_paging import Paginator
 from .streaming import CursorReader, chunked, in_window, key_getter
 
@@ -66,31 +67,55 @@ def _param_text(value: Any) -> Any:
 
 
 @dataclass
-class CursorState:
-    """The last cursor value yielded and the keys yielded at exactly that value (sorted sources)."""
+class Rendered:
+    """One request's parts, templates rendered."""
 
-    cursor: Any = None
-    keys: set = field(default_factory=set)
+    method: str | None
+    path: str | None
+    params: dict
+    headers: dict
+    body: Any
 
-    @classmethod
-    def from_position(cls, position: dict | None) -> "CursorState":
-        if not position or position.get("cursor") is None:
-            return cls()
-        return cls(decode(position["cursor"]), {tuple(k) if isinstance(k, list) else k for k in position["keys"]})
+    def under(self, over: "Rendered") -> "Rendered":
+        """These parts with `over`'s (a tie_break block) on top: params, headers and the keys of a
+        JSON object body are replaced one by one, so a tie_break names only what it changes."""
+        body = over.body if over.body is not None else self.body
+        if isinstance(self.body, dict) and isinstance(over.body, dict):
+            body = {**self.body, **over.body}
+        return Rendered(over.method or self.method, over.path or self.path, {**self.params, **over.params},
+                        {**self.headers, **over.headers}, body)
 
-    def already_yielded(self, cursor: Any, key: Any) -> bool:
-        return cursor is not None and cursor == self.cursor and key in self.keys
 
-    def advance(self, cursor: Any, key: Any) -> None:
-        if cursor is None:
-            return
-        if cursor != self.cursor:
-            self.cursor, self.keys = cursor, set()
-        self.keys.add(key)
+class RequestTemplate:
+    """A `request` (or `tie_break`) mapping compiled once, rendered per query."""
 
-    def position(self) -> dict:
-        keys = sorted((list(k) if isinstance(k, tuple) else k for k in self.keys), key=str)
-        return {"cursor": encode(self.cursor), "keys": keys}
+    def __init__(self, req: dict, name: str, what: str = "request"):
+        self.name, self.what = name, what
+        self.method = str(req["method"]).upper() if req.get("method") else None
+        self.path = compile_template(req["path"]) if req.get("path") else None
+        self.params = compile_template(req.get("params") or {})
+        self.headers = compile_template(req.get("headers") or {})
+        self.json_text = isinstance(req.get("json"), str)
+        self.body = compile_template(req["json"]) if req.get("json") is not None else None
+
+    def render(self, ctx: dict) -> Rendered:
+        params = {k: _param_text(v) for k, v in self.params(ctx).items() if v not in (None, "")}
+        headers = {k: str(v) for k, v in self.headers(ctx).items() if v not in (None, "")}
+        body = self.body(ctx) if self.body is not None else None
+        if self.json_text:
+            try:
+                body = json.loads(body)
+            except ValueError as e:
+                raise HttpSourceError(f"{self.name}: {self.what}.json did not render to valid JSON "
+                                      f"({e}):\n{body}") from None
+        return Rendered(self.method, str(self.path(ctx)) if self.path else None, params, headers, body)
+
+
+def context(since: Any, until: Any, since_exclusive: bool = False, tie_value: Any = None,
+            after_key: Any = None) -> dict:
+    """What request templates see."""
+    return {"since": since, "until": until, "window": since is not None or until is not None,
+            "since_exclusive": since_exclusive, "tie_value": tie_value, "after_key": after_key}
 
 
 class HttpSource:
@@ -105,41 +130,30 @@ class HttpSource:
         self.limiter = RateLimiter(rate.get("per_second"), rate.get("burst"))
         self.client = HttpClient(self.auth, RetryPolicy.from_options(o.get("retries")), self.limiter,
                                  self.metrics, float(o.get("timeout", 30)), spec.name)
-        req = o["request"]
-        self.method = str(req.get("method", "GET")).upper()
-        self.path = compile_template(req.get("path", ""))
-        self.params = compile_template(req.get("params") or {})
-        self.headers = compile_template(req.get("headers") or {})
-        self.json_text = isinstance(req.get("json"), str)
-        self.body = compile_template(req.get("json")) if req.get("json") is not None else None
+        self.request = RequestTemplate({"method": "GET", **o["request"]}, spec.name)
+        self.tie = RequestTemplate(o["tie_break"], spec.name, "tie_break") if o.get("tie_break") else None
         self.records_expr = str(o["records"])
         self.records = jmespath.compile(self.records_expr).search
-        self.paginator = Paginator.from_options(o.get("pagination"), self.base_url, self.body is not None)
+        self.paginator = Paginator.from_options(o.get("pagination"), self.base_url,
+                                                self.request.body is not None)
         self.cap = o.get("max_results_per_query")
         self.total = jmespath.compile(str(o["total"])).search if o.get("total") else None
         self.max_pages = int(o.get("max_pages", DEFAULT_MAX_PAGES))
         self.sorted = bool(o.get("sorted_by_cursor", False))
         self.cursor = CursorReader.for_spec(spec)
         self.key = key_getter(spec)
+        self.key_order = key_order(spec)
         self.pages = 0
+        self._where: Call | None = None  # the call whose page is being read, for messages
 
     # -- requests --------------------------------------------------------------------------------
-    def first_call(self, since: Any, until: Any) -> Call:
-        ctx = {"since": since, "until": until, "window": since is not None or until is not None}
-        params = {k: _param_text(v) for k, v in self.params(ctx).items() if v not in (None, "")}
-        headers = {k: str(v) for k, v in self.headers(ctx).items() if v not in (None, "")}
-        body = None
-        if self.body is not None:
-            body = self.body(ctx)
-            if self.json_text:
-                try:
-                    body = json.loads(body)
-                except ValueError as e:
-                    raise HttpSourceError(f"{self.spec.name}: request.json did not render to valid JSON "
-                                          f"({e}):\n{body}") from None
-        path = str(self.path(ctx))
+    def first_call(self, ctx: dict, tie: bool = False) -> Call:
+        parts = self.request.render(ctx)
+        if tie:
+            parts = parts.under(self.tie.render(ctx))
+        path = parts.path or ""
         url = path if "://" in path else f"{self.base_url}/{path.lstrip('/')}"
-        return self.paginator.first(Call(self.method, url, params, body, headers))
+        return self.paginator.first(Call(parts.method or "GET", url, parts.params, parts.body, parts.headers))
 
     def _page(self, call: Call) -> tuple[requests.Response, Any, list[dict]]:
         self.pages += 1
@@ -180,70 +194,129 @@ class HttpSource:
         return lambda: {"pages": self.pages}
 
     def _stream(self, window: Window, state: CursorState) -> Iterator[dict]:
-        since = window.since
-        if state.cursor is not None and (since is None or state.cursor > since):
-            since = state.cursor
+        """Main queries, restarted at the cap, and tie listings between them (http_cursor.py)."""
         while True:
             self.metrics.queries += 1
-            restart = yield from self._query(window, since, state)
-            if not restart:
+            if state.tie:
+                before = state.after_key
+                call = self.first_call(context(window.since, window.until, tie_value=state.cursor,
+                                               after_key=state.after_key), tie=True)
+                self._count("tie_break_queries")
+                capped = yield from self._query(call, self._accept_tie(state))
+                if not capped:
+                    state.end_tie()
+                elif state.after_key == before:
+                    raise HttpSourceError(f"{self.spec.name}: the tie_break request at cursor value "
+                                          f"{state.cursor} reached the cap without passing a key")
+                continue
+            since, exclusive = state.since(window.since)
+            call = self.first_call(context(since, window.until, since_exclusive=exclusive))
+            if not (yield from self._query(call, self._accept(window, state))):
                 return
-            if state.cursor is None or (since is not None and state.cursor <= since):
-                raise HttpSourceError(
-                    f"{self.spec.name}: more than max_results_per_query={self.cap} records share the cursor "
-                    f"value {state.cursor}; the API cannot list them all")
-            self.metrics.extra["query_restarts"] = self.metrics.extra.get("query_restarts", 0) + 1
-            log.info("%s: %d-result cap reached; restarting the query from cursor %s",
-                     self.spec.name, self.cap, state.cursor)
-            since = state.cursor
+            self._at_cap(since, exclusive, state)
 
-    def _query(self, window: Window, since: Any, state: CursorState):
-        """Records of one query, page by page; returns True when it stopped at the result cap."""
-        call: Call | None = self.first_call(since, window.until)
+    def _at_cap(self, since: Any, exclusive: bool, state: CursorState) -> None:
+        """The query stopped at the result cap: list the last value's records by key (tie_break) or
+        restart the query from that value."""
+        self._count("query_restarts")
+        if state.cursor is None:
+            raise HttpSourceError(f"{self.spec.name}: max_results_per_query={self.cap} reached before any "
+                                  f"record had a cursor value to restart from")
+        if self.tie is not None:
+            log.info("%s: %d-result cap reached; listing the records at cursor %s by key (tie_break)",
+                     self.spec.name, self.cap, state.cursor)
+            state.start_tie()
+            return
+        if since is not None and state.cursor <= since and not exclusive:
+            raise HttpSourceError(
+                f"{self.spec.name}: more than max_results_per_query={self.cap} records share the cursor "
+                f"value {state.cursor}; the API cannot list them all with this request (a tie_break "
+                f"request that lists one cursor value by key can)")
+        log.info("%s: %d-result cap reached; restarting the query from cursor %s",
+                 self.spec.name, self.cap, state.cursor)
+
+    def _query(self, call: Call, accept: Callable[[dict], bool]):
+        """The records of one query that `accept` lets through, page by page; returns True when it
+        stopped at the result cap (the next page would reach past it)."""
         seen = 0
         while call is not None:
             resp, body, records = self._page(call)
             seen += len(records)
+            self._where = call
             for rec in records:
-                c = self.cursor(rec)
-                if self.cursor.enabled and not in_window(c, window, self.spec.source.null_cursor):
-                    self.metrics.extra["outside_window"] = self.metrics.extra.get("outside_window", 0) + 1
-                    continue
-                if self.sorted:
-                    k = self.key(rec)
-                    if state.already_yielded(c, k):
-                        continue
-                    if c is not None and state.cursor is not None and c < state.cursor:
-                        raise HttpSourceError(
-                            f"{self.spec.name}: page {call.page} of {call.display(self.auth)}: records are not "
-                            f"in ascending cursor order ({c} after {state.cursor}); sorted_by_cursor needs "
-                            f"the request to sort by {self.spec.source.cursor} ascending")
-                    state.advance(c, k)
-                yield rec
+                if accept(rec):
+                    yield rec
             nxt = self.paginator.following(call, resp, body, len(records))
             if nxt is not None and self.cap and seen + len(records) > self.cap:
                 return True
             call = nxt
         return False
 
+    def _accept(self, window: Window, state: CursorState) -> Callable[[dict], bool]:
+        """A main query's record test: in the window, and (sorted) not yielded yet and in order."""
+        def accept(rec: dict) -> bool:
+            c = self.cursor(rec)
+            if self.cursor.enabled and not in_window(c, window, self.spec.source.null_cursor):
+                self._count("outside_window")
+                return False
+            if not self.sorted:
+                return True
+            k = self.key(rec)
+            if state.already_yielded(c, k):
+                return False
+            if c is not None and state.cursor is not None and (
+                    c < state.cursor or (c == state.cursor and state.exclusive)):
+                raise HttpSourceError(
+                    f"{self.spec.name}: {self._at()}: records are not in ascending cursor order ({c} "
+                    f"{'after' if c < state.cursor else 'again after reading every record at'} "
+                    f"{state.cursor}); sorted_by_cursor needs the request to sort by "
+                    f"{self.spec.source.cursor} ascending, and to ask for > since when since_exclusive")
+            state.advance(c, k)
+            return True
+        return accept
+
+    def _accept_tie(self, state: CursorState) -> Callable[[dict], bool]:
+        """A tie listing's record test: at the tied value, keys ascending, not yielded by the main query."""
+        def accept(rec: dict) -> bool:
+            c, k = self.cursor(rec), self.key(rec)
+            if c != state.cursor:
+                raise HttpSourceError(f"{self.spec.name}: {self._at()}: the tie_break request returned a "
+                                      f"record with cursor {c}, not the tied value {state.cursor}; it must "
+                                      f"ask for {self.spec.source.cursor} equal to tie_value")
+            if state.after_key is not None and not self.key_order(k) > self.key_order(state.after_key):
+                raise HttpSourceError(f"{self.spec.name}: {self._at()}: the tie_break request returned key "
+                                      f"{k} after {state.after_key}; it must ask for keys > after_key, "
+                                      f"sorted by key ascending")
+            state.after_key = k
+            return k not in state.keys
+        return accept
+
+    def _at(self) -> str:
+        call = self._where
+        return f"page {call.page} of {call.display(self.auth)}"
+
+    def _count(self, name: str) -> None:
+        self.metrics.extra[name] = self.metrics.extra.get(name, 0) + 1
+
     # -- the rest of the Source protocol -----------------------------------------------------------
     def count(self, window: Window) -> int | None:
         """The API's own count of the window (spec `total:`), from one request for the first page."""
         if self.total is None:
             return None
-        _, body, _ = self._page(self.first_call(window.since, window.until))
+        _, body, _ = self._page(self.first_call(context(window.since, window.until)))
         self.pages = 0  # the real pass starts its page count (and max_pages) afresh
         value = self.total(body)
         return int(value) if isinstance(value, (int, float, str)) and str(value).isdigit() else None
 
     def describe(self, window: Window) -> dict:
-        call = self.first_call(window.since, window.until)
+        call = self.first_call(context(window.since, window.until))
         return {"request": call.display(self.auth), "json": json.loads(redact(json.dumps(call.json))),
                 "auth": self.auth.label, "records": self.records_expr,
                 "pagination": self.paginator.type, "rate_limit_per_second": self.limiter.per_second,
-                "max_results_per_query": self.cap}
+                "max_results_per_query": self.cap, "tie_break": self.tie is not None}
 
     def close(self) -> None:
+        self.client.log_retry_summary()
         self.client.close()
 
     def __repr__(self) -> str:

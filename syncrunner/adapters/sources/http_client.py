@@ -158,12 +158,27 @@ class HttpClient:
             if attempt == self.retry.max_attempts:
                 break
             delay = self.retry.delay(attempt, retry_after)
-            self.metrics.retries += 1
-            log.warning(redact(f"{self.name}: {last_problem} on {where}; retry {attempt}/"
-                               f"{self.retry.max_attempts - 1} in {delay:.1f}s"))
+            self._note_retry(_cause(last_problem), redact(f"{self.name}: {last_problem} on {where}; retry "
+                                                          f"{attempt}/{self.retry.max_attempts - 1} in {delay:.1f}s"))
             time.sleep(delay)
         raise HttpSourceError(f"{self.name}: {where} still failing after {self.retry.max_attempts} "
                               f"attempts; last error {last_problem}")
+
+    def _note_retry(self, cause: str, detail: str) -> None:
+        """Retries are routine: the first of each cause is logged at INFO, the rest at DEBUG, and
+        `log_retry_summary` gives one WARNING line per cause with its count."""
+        self.metrics.retries += 1
+        causes = self.metrics.extra.setdefault("retry_causes", {})
+        causes[cause] = causes.get(cause, 0) + 1
+        if causes[cause] == 1:
+            log.info("%s (further retries for %s are counted in the run's summary)", detail, cause)
+        else:
+            log.debug(detail)
+
+    def log_retry_summary(self) -> None:
+        """One WARNING line per distinct cause of the retries of a run, with its count."""
+        for cause, n in (self.metrics.extra.get("retry_causes") or {}).items():
+            log.warning("%s: retried %d time%s: %s", self.name, n, "" if n == 1 else "s", cause)
 
     def close(self) -> None:
         self.session.close()
@@ -171,6 +186,12 @@ class HttpClient:
 
 def _query_keys(url: str) -> set[str]:
     return {k for k, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
+
+
+def _cause(problem: str) -> str:
+    """A retry's cause without its details: `HTTP 503`, `HTTP 429 (rate limit)`, `ReadTimeout`."""
+    head = problem.split(":", 1)[0]
+    return f"{head} (rate limit)" if head == "HTTP 429" else head
 
 
 def _short(e: Exception) -> str:
