@@ -115,25 +115,15 @@ def _variables(value: Any) -> set[str] | str:
     from jinja2 import meta
 
     from .runtime.templating import ENV
+    from .spec import _strings
 
     found: set[str] = set()
-    for text in _template_strings(value):
+    for text in _strings(value):
         try:
             found |= meta.find_undeclared_variables(ENV.parse(text))
         except jinja2.TemplateSyntaxError as e:
             return f"template does not compile (template line {e.lineno}): {e.message}"
     return found
-
-
-def _template_strings(value: Any):
-    if isinstance(value, str) and "{" in value:
-        yield value
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _template_strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _template_strings(v)
 
 
 def tie_break_problems(source: dict, cursor_type: str | None) -> list[tuple[tuple, str]]:

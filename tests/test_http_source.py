@@ -118,6 +118,21 @@ def test_without_tie_break_more_ties_than_the_cap_fail_clearly(hubspot, sqlite_u
     assert "tie_break" in result.error
 
 
+def fail_then_resume(fake: FakeHubSpot, spec: Spec, target: str, **faults) -> tuple[RunResult, RunResult]:
+    """A run that fails on the given faults (sets of pages or requests), then the rerun without them,
+    which resumes from the failed run's checkpoint."""
+    for name, value in faults.items():
+        setattr(fake.faults, name, value)
+    first = run(spec, target)
+    for name in faults:
+        setattr(fake.faults, name, set())
+    fake.reset_log()
+    second = run(spec, target)
+    assert first.status == "failed" and second.status == "success", second.error
+    assert "resuming failed run" in second.window.reason
+    return first, second
+
+
 def bulk_import(fake: FakeHubSpot, n: int, tied: int, first: int) -> tuple[list[str], dt.datetime]:
     """n contacts a second apart, then `tied` of them from index `first` on stamped with one
     lastmodifieddate millisecond by a bulk import, sorting between their neighbours."""
@@ -172,15 +187,11 @@ def test_a_run_killed_inside_a_tie_resumes_there(hubspot, sqlite_url):
     spec.source.chunk_size = 300
     # requests 1-5: the search up to its cap (500 + 500 tied); 6-10: the tie listing by id up to
     # its cap (500 skipped, 500 new: chunks end at 1,200 and 1,500); 11 fails
-    hubspot.faults.malformed_requests = {11}
-    first = run(spec, sqlite_url)
-    assert first.status == "failed" and first.stats.fetched == 1_500
-    hubspot.faults.malformed_requests = set()
-    hubspot.reset_log()
-    second = run(spec, sqlite_url)
-    assert second.status == "success", second.error
-    assert "resuming failed run" in second.window.reason
-    assert second.stats.fetched == 1_500
+    first, second = fail_then_resume(hubspot, spec, sqlite_url, malformed_requests={11})
+    assert first.stats.fetched == 1_500 and second.stats.fetched == 1_500
+    position = as_json(history(sqlite_url)[0].checkpoint)["position"]
+    assert (position["tie"], position["after_key"]) == (True, ids[1_499])
+    assert position["keys"] == []  # the 500 the capped search read at that value: passed by the listing
     assert landed(sqlite_url, "hubspot_contacts") == (3_000, 3_000)
     body = json.loads(hubspot.log[0].body)  # the rerun starts in the tie listing, after the last key
     assert body["sorts"] == [{"propertyName": "hs_object_id", "direction": "ASCENDING"}]
@@ -357,16 +368,11 @@ def test_incremental_fetches_only_records_modified_since(hubspot, target):
 
 def test_failed_run_resumes_from_its_checkpoint(hubspot, sqlite_url):
     seed_contacts(hubspot, 3_000)
-    hubspot.faults.malformed_pages = {9}  # after 8 pages of 200: chunks of 500 committed up to 1,500
     spec = hubspot_spec(hubspot)
     spec.source.chunk_size = 500
-    first = run(spec, sqlite_url)
-    assert first.status == "failed" and first.stats.fetched == 1_500
-    hubspot.faults.malformed_pages = set()
-    hubspot.reset_log()
-    second = run(spec, sqlite_url)
-    assert second.status == "success", second.error
-    assert "resuming failed run" in second.window.reason
+    # page 9 fails: after 8 pages of 200, chunks of 500 are committed up to 1,500
+    first, second = fail_then_resume(hubspot, spec, sqlite_url, malformed_pages={9})
+    assert first.stats.fetched == 1_500
     assert second.stats.fetched == 1_500  # only the rest, none twice
     assert landed(sqlite_url, "hubspot_contacts") == (3_000, 3_000)
     assert json.loads(hubspot.log[0].body)["filterGroups"][0]["filters"][0]["operator"] == "GTE"

@@ -190,7 +190,7 @@ class HttpSource:
 
     def _position(self, state: CursorState) -> Callable[[], dict]:
         if self.sorted:
-            return state.position
+            return lambda: state.position(self.key_order)
         return lambda: {"pages": self.pages}
 
     def _stream(self, window: Window, state: CursorState) -> Iterator[dict]:
@@ -213,9 +213,9 @@ class HttpSource:
             call = self.first_call(context(since, window.until, since_exclusive=exclusive))
             if not (yield from self._query(call, self._accept(window, state))):
                 return
-            self._at_cap(since, exclusive, state)
+            self._at_cap(since, state)
 
-    def _at_cap(self, since: Any, exclusive: bool, state: CursorState) -> None:
+    def _at_cap(self, since: Any, state: CursorState) -> None:
         """The query stopped at the result cap: list the last value's records by key (tie_break) or
         restart the query from that value."""
         self._count("query_restarts")
@@ -227,7 +227,7 @@ class HttpSource:
                      self.spec.name, self.cap, state.cursor)
             state.start_tie()
             return
-        if since is not None and state.cursor <= since and not exclusive:
+        if since is not None and state.cursor <= since:
             raise HttpSourceError(
                 f"{self.spec.name}: more than max_results_per_query={self.cap} records share the cursor "
                 f"value {state.cursor}; the API cannot list them all with this request (a tie_break "

@@ -68,9 +68,14 @@ class CursorState:
         """Every record at `cursor` is read: the main query continues past it."""
         self.tie, self.after_key, self.keys, self.exclusive = False, None, set(), True
 
-    def position(self) -> dict:
-        pos: dict[str, Any] = {"cursor": encode(self.cursor),
-                               "keys": sorted((_plain(k) for k in self.keys), key=str)}
+    def position(self, order: Callable[[Any], Any] | None = None) -> dict:
+        """The checkpoint. In a tie listing, the main query's keys that the listing has passed
+        (`order`: how keys compare) are left out: the listing resumes after them anyway."""
+        keys = self.keys
+        if self.tie and self.after_key is not None and order is not None:
+            last = order(self.after_key)
+            keys = {k for k in keys if order(k) > last}
+        pos: dict[str, Any] = {"cursor": encode(self.cursor), "keys": sorted((_plain(k) for k in keys), key=str)}
         if self.exclusive:
             pos["exclusive"] = True
         if self.tie:
