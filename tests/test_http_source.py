@@ -179,6 +179,18 @@ def test_bulk_import_sharing_one_millisecond_lands_once(hubspot, pg_url, capsys,
     assert renamed == 50
 
 
+@pytest.mark.parametrize("entity", ["companies", "deals"])
+def test_companies_and_deals_tie_break_too(hubspot, sqlite_url, entity):
+    """Their specs' tie_break requests (on hs_lastmodifieddate) work the same way: here with the cap
+    lowered to 100 and 250 of 300 records in one millisecond."""
+    ids = hubspot.seed(entity, 300, T0, step=dt.timedelta(seconds=1))
+    hubspot.touch(entity, ids[20:270], when=T0 + dt.timedelta(seconds=19, milliseconds=250))
+    result = run(hubspot_spec(hubspot, entity, max_results_per_query=100), sqlite_url)
+    assert result.status == "success", result.error
+    assert landed(sqlite_url, f"hubspot_{entity}") == (300, 300) and result.stats.fetched == 300
+    assert metrics(sqlite_url)["tie_break_queries"] == 2  # pages of 200: the cap stops each query after one
+
+
 def test_a_run_killed_inside_a_tie_resumes_there(hubspot, sqlite_url):
     """The checkpoint of a chunk read by the tie_break request says so; the rerun resumes the tie
     listing after the last key committed, then goes on past the tied value: none lost, none twice."""
