@@ -189,7 +189,7 @@ def test_rules_outside_the_fast_subset_still_use_jinja():
 ])
 def test_fast_pymysql_datetime_converter_matches_pymysql(text):
     from pymysql.converters import convert_datetime
-    from syncrunner.adapters.sources.packed import pymysql_datetime as fast
+    from syncrunner.adapters.sources.sql import pymysql_datetime as fast
     assert fast(text) == convert_datetime(text) and type(fast(text)) is type(convert_datetime(text))
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, Callable, Sequence
 
-from ..adapters.sources.base import BadRecord, LazyRecords
+from ..adapters.sources.base import BadRecord
 from ..spec import Spec
 from .coerce import DataError
 from .deadletter import dead_letter
@@ -76,8 +76,6 @@ def map_chunk(spec: Spec, mapper: Mapper, key_getters: list[Callable[[dict], Any
     bad: list[BadValue] = []
     key_fields = spec.target.key
     warnings = mapper.warnings  # filled by map() for values nulled by on_invalid: null
-    if not skip and isinstance(records, LazyRecords):
-        records = records.all()  # every record is needed: build them in one pass
     map_record = mapper.map
     key_of = itemgetter(*key_fields) if len(key_fields) > 1 else None
     k0 = key_fields[0]

@@ -399,7 +399,7 @@ class SyncRun:
     def _fingerprints(self, prepared: Prepared) -> list[int] | None:
         """The chunk's fingerprints, computed here if they were left to a worker (deferred)."""
         if prepared.fps is None and self.skipper is not None:
-            prepared.fps = self.skipper.fingerprinter.of(prepared.chunk.records, prepared.chunk.raw)
+            prepared.fps = self.skipper.fingerprinter.of(prepared.chunk.records)
         return prepared.fps
 
     def _write(self, item: tuple[Prepared, frozenset[int], list[dict]], mc: MappedChunk, flow: "_Flow") -> None:

@@ -1,12 +1,10 @@
 """Row fingerprints: a record read again exactly as it was when its row was written is not mapped,
 validated or written again.
 
-Each row of an SQL source gets a 64-bit hash (XXH3, seeded) of the source row as read (the packed
-JSON text when the source reads packed rows, else the repr of its values), salted with the spec's
+Each row of an SQL source gets a 64-bit hash (XXH3, seeded) of the source row as read (the repr of its values), salted with the spec's
 digest, the syncrunner version and the run's validation flag: editing the spec or upgrading
 changes every fingerprint, so the next run maps everything once. The hash is stored with the row
-in `_sr_fingerprint`. Per chunk, the records' target keys (read straight from the packed row when
-the key is a plain column, else a compiled projection of just the key fields) are looked up (on
+in `_sr_fingerprint`. Per chunk, the records' target keys (a compiled projection of just the key fields) are looked up (on
 PostgreSQL the database compares: it sends back only the keys whose stored fingerprint differs);
 a record whose stored fingerprint equals its own is counted unchanged and skipped, its key still
 counted as seen by a delete sweep and its cursor still moving the watermark. A stored row edited in
@@ -20,8 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from typing import Iterable
-
 from xxhash import xxh3_64_intdigest
 
 from .. import __version__
@@ -44,8 +40,8 @@ class Fingerprinter:
         salt = f"{__version__}|{spec.digest}|{'novalidate' if skip_validation else 'validate'}|xxh3"
         self.seed = _FIRST64(hashlib.sha1(salt.encode()).digest())[0] & _MASK
 
-    def of(self, records: list[dict], raw: list[str] | None) -> list[int]:
-        texts: Iterable[str] = raw if raw is not None else (repr(tuple(r.values())) for r in records)
+    def of(self, records: list[dict]) -> list[int]:
+        texts = (repr(tuple(r.values())) for r in records)
         seed, digest, shift = self.seed, xxh3_64_intdigest, _SHIFT
         return [digest(t.encode(), seed) - shift for t in texts]
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
-from operator import itemgetter
 
 import sqlalchemy as sa
 
@@ -187,7 +185,6 @@ class UnchangedSkipper:
         self.stored: StoredFingerprints | None = None  # set by start(): a real run without --force
         self.in_flight: deque[set[tuple]] = deque(maxlen=2)  # keys of the last chunks handed to the writer
         self.lookups: ThreadPoolExecutor | None = None
-        self._key_columns: dict[tuple, list[tuple[int, type]] | None] = {}
 
     def start(self, engine: sa.Engine, conn: sa.Connection, table: sa.Table) -> None:
         self.stored = StoredFingerprints(engine, table, self.keys, table.c.get("deleted_at"))
@@ -198,31 +195,10 @@ class UnchangedSkipper:
         table held rows when the run started. `defer`: without a lookup, leave the fingerprints
         to whoever maps the chunk (a mapping worker computes them there)."""
         if self.stored is None or not self.stored.active:
-            return Prepared(chunk, None if defer else self.fingerprinter.of(chunk.records, chunk.raw))
-        fps = self.fingerprinter.of(chunk.records, chunk.raw)
-        records = chunk.records
-        columns = self._as_read_key(chunk.as_read)
+            return Prepared(chunk, None if defer else self.fingerprinter.of(chunk.records))
+        fps = self.fingerprinter.of(chunk.records)
         candidates: list[tuple[int, tuple]] = []
-        rest: Iterable[int] = range(len(records))
-        if columns is not None:  # the key as read: no record built (LazyRecords)
-            if len(columns) == 1:
-                (j, cls), = columns
-                values = records.leading_ints() if (j, cls) == (0, int) else None
-                if values is None:
-                    values = list(map(itemgetter(j), records.arrays))
-                keys_read: list[tuple] = list(zip(values))  # 1-tuples, built in C
-                if set(map(type, values)) == {cls}:  # the usual case: every key checked at once
-                    candidates, columns = list(enumerate(keys_read)), []
-            else:
-                keys_read = [tuple([a[j] for j, _ in columns]) for a in records.arrays]
-            rest = []
-            for i, key in enumerate(keys_read if columns else ()):
-                if all(v.__class__ is cls for v, (_, cls) in zip(key, columns)):
-                    candidates.append((i, key))
-                else:
-                    rest.append(i)
-        for i in rest:
-            rec = records[i]
+        for i, rec in enumerate(chunk.records):
             if isinstance(rec, BadRecord):
                 continue
             try:
@@ -250,27 +226,6 @@ class UnchangedSkipper:
         step = -(-len(keys) // threads)
         return LookupParts([self.lookups.submit(self.stored.unmatched, keys[i:i + step], fps[i:i + step])
                             for i in range(0, len(keys), step)])
-
-    def _as_read_key(self, as_read: dict[str, int] | None) -> list[tuple[int, type]] | None:
-        """(array index, class) per target key field when each is a plain source column the
-        mapping keeps as it is (an integer or string value of that class), else None. A key read
-        this way needs no check: a record is skipped only when its whole row text hashes to the
-        fingerprint stored under that key, i.e. the stored row was written from this very row."""
-        if as_read is None:
-            return None
-        layout = tuple(as_read.items())
-        if layout not in self._key_columns:
-            cols: list[tuple[int, type]] | None = []
-            for k in self.keys:
-                f = self.spec.fields[k]
-                source = f.source_path or f.name
-                cls = {"integer": int, "string": str}.get(f.type)
-                if f.expr is not None or cls is None or source not in as_read or f.default is not None:
-                    cols = None
-                    break
-                cols.append((as_read[source], cls))
-            self._key_columns[layout] = cols
-        return self._key_columns[layout]
 
     def unchanged(self, prepared: Prepared) -> dict[int, tuple]:
         """Index -> key of each record whose stored row has its fingerprint. A key of the recent

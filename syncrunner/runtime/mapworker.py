@@ -20,10 +20,8 @@ import signal
 import struct
 import sys
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
-from ..adapters.sources.base import LazyRecords, RecordRecipe, decode_arrays
 from ..spec import Spec
 from .chunkmap import EncodedRows, MappedChunk, map_chunk
 from .bulkgc import settled
@@ -47,9 +45,7 @@ class WorkerSetup:
 
 @dataclass
 class Job:
-    """One chunk for a worker: packed JSON texts and their recipe, or the records themselves."""
-    raw: list[str] | None
-    recipe: RecordRecipe | None
+    """One chunk for a worker: its records."""
     records: list[dict] | None
     skip: frozenset[int]
     fps: list[int] | None
@@ -111,17 +107,12 @@ class Worker:
     def map(self, job: Job) -> MappedChunk:
         from ..adapters.targets.copytext import encode_rows
         setup = self.setup
-        if job.raw is not None:
-            records: Any = LazyRecords(job.raw, _maker(job.recipe), job.recipe)
-            if not job.skip:
-                records._arrays = decode_arrays(job.raw)
-        else:
-            records = job.records
-        fps = self.fingerprinter.of(records, job.raw) if job.fingerprint else job.fps
+        records = job.records
+        fps = self.fingerprinter.of(records) if job.fingerprint else job.fps
         mc = map_chunk(setup.spec, self.mapper, self.key_getters, records, setup.run_id, skip=job.skip, fps=fps)
         # what the rows were made from goes before they are encoded: a worker's peak memory is
         # what one chunk holds at once
-        job.raw = job.records = None
+        job.records = None
         del records, fps
         if not job.want_keys:
             mc.keys = None
@@ -136,12 +127,6 @@ class Worker:
         del rows, batch
         mc.encoded = EncodedRows(names, texts)
         return mc
-
-
-@lru_cache(maxsize=8)
-def _maker(recipe: RecordRecipe) -> Callable[..., dict]:
-    from ..adapters.sources.packed import recipe_maker
-    return recipe_maker(recipe)
 
 
 def serve(inp: BinaryIO, out: BinaryIO) -> None:

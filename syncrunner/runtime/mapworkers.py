@@ -1,8 +1,7 @@
 """Mapping in worker processes, for large runs.
 
 One Python process spends ~22 us of CPU per bench row reading, mapping and encoding, and the GIL
-serialises it: the process, not either database, bounds a full sync. Here worker processes decode
-packed rows, map and validate them (the spec's own compiled Mapper) and encode them as COPY text
+serialises it: the process, not either database, bounds a full sync. Here worker processes map and validate them (the spec's own compiled Mapper) and encode them as COPY text
 (PostgreSQL) or send the mapped rows back as they are (SQLite, MySQL: the run's process then binds
 and inserts them); the run's process keeps the read, the fingerprint lookups, the write, the
 merge, the checkpoint and SyncHistory. Workers are pure functions of a chunk (runtime/chunkmap.py), so a chunk mapped by a
@@ -31,7 +30,7 @@ from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any, Callable
 
-from ..adapters.sources.base import Chunk, LazyRecords
+from ..adapters.sources.base import Chunk
 from ..envvars import env_number
 from ..spec import Spec
 from .chunkmap import MappedChunk
@@ -228,11 +227,7 @@ class MapPool:
                fingerprint: bool) -> None:
         """Queue a chunk for mapping; `item` comes back with its result from `take`. `fingerprint`:
         the worker computes the chunk's fingerprints (`fps` is None)."""
-        records = chunk.records
-        if isinstance(records, LazyRecords) and records.recipe is not None:
-            job = Job(records.raw, records.recipe, None, skip, fps, fingerprint, self.want_keys)
-        else:
-            job = Job(None, None, list(records), skip, fps, fingerprint, self.want_keys)
+        job = Job(list(chunk.records), skip, fps, fingerprint, self.want_keys)
         fut: Future | None = None
         if self.broken is None:
             fut = Future()

@@ -1,6 +1,6 @@
 """Give freed memory back to the system during a run (glibc only).
 
-A run allocates and frees megabyte-sized strings every chunk (a grouped read's text, a batch's COPY
+A run allocates and frees megabyte-sized strings every chunk (a chunk's rows, a batch's COPY
 text, a worker's pickled answer) on several threads. glibc's malloc raises its mmap threshold after
 the first such block is freed, so later ones come from the threads' heaps and stay resident:
 measured on the bench (1,000,000 rows into PostgreSQL, chunk_size 5,000), the run's processes held
