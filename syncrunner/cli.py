@@ -130,23 +130,14 @@ def run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...],
     SYNCRUNNER_MAX_CONCURRENT (default 2) run slots in the target database; SIGTERM/SIGINT stop
     after the current chunk (a second one at once). Exit code: 0 all succeeded, 3 some partial,
     1 some failed, 4 an entity was already running."""
-    from .runtime.bulkgc import starting
-    from .runtime.workerproc import discard_spares
-    starting()  # no collection during the imports and spec loading (runtime/bulkgc.py)
-    spare = _spare_starter(kw)
-    spare()  # first: the worker starts up on the other core while this process imports
-    try:
-        _run(paths, only, exclude, as_json, log_format, progress, kw, spare)
-    finally:
-        discard_spares()
+    _run(paths, only, exclude, as_json, log_format, progress, kw)
 
 
 def _run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...], as_json: bool,
-         log_format: str, progress: bool, kw: dict, spare) -> None:
-    """The body of `run`, between starting the spare worker and ending the one left unused."""
+         log_format: str, progress: bool, kw: dict) -> None:
+    """The body of `run`."""
     from .progress import ProgressObserver
     from .runtime.engine import run_spec
-    from .runtime.bulkgc import settled
     from .runtime.memory import return_freed_memory
     from .runtime.ordering import OrderError, run_order, select
     from .runtime.strategy import OptionError, check_options
@@ -168,13 +159,11 @@ def _run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...]
         specs = run_order(select(specs, only, exclude))
     except OrderError as e:
         raise click.UsageError(str(e)) from None
-    settled()  # the imports and specs stay for the process: out of every later collection
     target = kw["target_url"] or default_target_url()
     results = []
     # JSON logs go to a shipper even when started from a terminal: chunk lines, not a bar
     observers = [ProgressObserver(tty=False if log_format == "json" else None)] if progress else []
     for spec in specs:
-        spare()
         try:
             results.append(run_spec(spec, opts, target, observers=observers, count_total=progress))
         except OptionError as e:
@@ -184,20 +173,6 @@ def _run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...]
         if results[-1].error and results[-1].error.startswith("interrupted"):
             break  # a stop request ends the whole command, not just this spec
     _report(results, _exit_code(results), as_json)
-
-
-def _spare_starter(kw: dict):
-    """What starts the spare mapping worker (runtime/workerproc.py) before each spec's run: nothing
-    for a dry run (it maps in this process), nor when SYNCRUNNER_MAP_WORKERS is invalid (the run
-    reports that itself)."""
-    from .runtime.workerproc import ensure_spare
-
-    def start() -> None:
-        try:
-            ensure_spare()
-        except (ValueError, OSError):  # the run maps in this process, or says what is wrong
-            pass
-    return (lambda: None) if kw.get("dry_run") else start
 
 
 def _report(results, code: int, as_json: bool) -> None:

@@ -78,10 +78,10 @@ def write_spec(tmp_path: Path, *, chunk_size: int = 1000, batch_size: int = 500,
 
 def sync(spec_path: Path, source_url: str, target_url: str, **opts) -> RunResult:
     """Run the item spec in-process; SyncRun's own keywords (observers, heartbeat_seconds,
-    max_concurrent, source, write_ahead, map_workers, count_total) are passed to it, the rest are
+    max_concurrent, source, map_workers, map_after, count_total) are passed to it, the rest are
     RunOptions."""
     engine_kw = {k: opts.pop(k) for k in ("observers", "heartbeat_seconds", "max_concurrent", "source",
-                                          "write_ahead", "map_workers", "count_total") if k in opts}
+                                          "map_workers", "map_after", "count_total") if k in opts}
     spec = load_spec(spec_path, {"ITEM_DB_URL": source_url})
     return run_spec(spec, RunOptions(**opts), target_url, **engine_kw)
 

@@ -62,8 +62,7 @@ def _dead(url, entity) -> list[tuple]:
     return sorted(out, key=repr)
 
 
-def test_workers_write_exactly_what_the_run_process_writes(tmp_path, mysql_url, pg_url, monkeypatch):
-    monkeypatch.setenv("SYNCRUNNER_MAP_WORKERS_AFTER", "0")  # every chunk to the workers
+def test_workers_write_exactly_what_the_run_process_writes(tmp_path, mysql_url, pg_url):
     src = make_source(mysql_url, 6000)
     with src.begin() as c:  # records the mapping rejects
         c.execute(item.update().where(item.c.id == 3).values(email="not-an-email"))
@@ -79,9 +78,10 @@ def test_workers_write_exactly_what_the_run_process_writes(tmp_path, mysql_url, 
                               "_sr_fingerprint BIGINT, CHECK (id <> 4500 AND id <> 5999))"))
         spec = write_spec(tmp_path, chunk_size=1000, batch_size=400, name=f"{table}.yaml", entity=table, table=table)
         first, again = Chunks(), Chunks()
-        r1 = sync(spec, mysql_url, pg_url, map_workers=workers, observers=[first])
+        # map_after=0: every chunk to the workers
+        r1 = sync(spec, mysql_url, pg_url, map_workers=workers, map_after=0, observers=[first])
         m1 = _metrics(pg_url, table)
-        r2 = sync(spec, mysql_url, pg_url, map_workers=workers, observers=[again], full=True)
+        r2 = sync(spec, mysql_url, pg_url, map_workers=workers, map_after=0, observers=[again], full=True)
         m2 = _metrics(pg_url, table)
         results[workers] = dict(stats=(r1.stats, r2.stats), status=(r1.status, r2.status),
                                 watermark=(r1.watermark, r2.watermark), chunks=(first.seen, again.seen),
@@ -114,8 +114,7 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
-def test_a_killed_worker_costs_no_row(tmp_path, mysql_url, pg_url, monkeypatch):
-    monkeypatch.setenv("SYNCRUNNER_MAP_WORKERS_AFTER", "0")
+def test_a_killed_worker_costs_no_row(tmp_path, mysql_url, pg_url):
     make_source(mysql_url, 20000)
     killed: list[int] = []
 
@@ -124,7 +123,7 @@ def test_a_killed_worker_costs_no_row(tmp_path, mysql_url, pg_url, monkeypatch):
             killed.extend(_workers(os.getpid()))
             for pid in killed:
                 os.kill(pid, signal.SIGKILL)
-    result = sync(write_spec(tmp_path, chunk_size=500), mysql_url, pg_url, map_workers=2,
+    result = sync(write_spec(tmp_path, chunk_size=500), mysql_url, pg_url, map_workers=2, map_after=0,
                   observers=[Chunks(kill_workers)])
     assert len(killed) == 2
     assert result.status == "success"
@@ -151,7 +150,7 @@ def test_a_run_killed_outright_leaves_no_worker_behind_and_the_next_run_catches_
     n = 60000
     make_source(mysql_url, n)
     spec = write_spec(tmp_path, chunk_size=500)
-    env = cli_env(mysql_url, pg_url, SYNCRUNNER_MAP_WORKERS="2", SYNCRUNNER_MAP_WORKERS_AFTER="0")
+    env = cli_env(mysql_url, pg_url, SYNCRUNNER_MAP_WORKERS="2")  # a counted first load: the pool starts at once
     proc = cli_start("run", spec, env=env)
     deadline = time.monotonic() + 60
     workers: list[int] = []
@@ -170,15 +169,14 @@ def test_a_run_killed_outright_leaves_no_worker_behind_and_the_next_run_catches_
     assert rows(pg_url, "SELECT COUNT(*), COUNT(DISTINCT id) FROM items")[0] == (n, n)
 
 
-def test_a_delete_sweep_sees_the_keys_of_chunks_mapped_by_workers(tmp_path, mysql_url, pg_url, monkeypatch):
-    monkeypatch.setenv("SYNCRUNNER_MAP_WORKERS_AFTER", "0")
+def test_a_delete_sweep_sees_the_keys_of_chunks_mapped_by_workers(tmp_path, mysql_url, pg_url):
     src = make_source(mysql_url, 3000)
     spec = write_spec(tmp_path, chunk_size=500, extra=SOFT)
-    sync(spec, mysql_url, pg_url, map_workers=2)
+    sync(spec, mysql_url, pg_url, map_workers=2, map_after=0)
     _delete_upstream(src, range(100, 110))
     with src.begin() as c:  # changed rows are mapped (by the workers), unchanged ones skipped
         c.execute(item.update().where(item.c.id > 2000).values(name="changed"))
-    result = sync(spec, mysql_url, pg_url, map_workers=2, full=True)
+    result = sync(spec, mysql_url, pg_url, map_workers=2, map_after=0, full=True)
     assert result.status == "success"
     assert (result.stats.updated, result.stats.skipped) == (1000, 1990)
     assert _deleted(pg_url) == list(range(100, 110))
@@ -261,12 +259,10 @@ def test_workers_build_their_own_encoders_when_a_column_has_a_bind_processor(tmp
     assert _shipped_encoders(with_json) is None
 
 
-def test_a_counted_first_load_starts_its_workers_at_once_and_a_rerun_does_not(tmp_path, mysql_url, pg_url,
-                                                                             monkeypatch):
+def test_a_counted_first_load_starts_its_workers_at_once_and_a_rerun_does_not(tmp_path, mysql_url, pg_url):
     """Into an empty target every row is mapped, so a counted source larger than the in-process
     allowance starts the workers before its first chunk; into a filled one (rows may be skipped
     unchanged) they start only after that many rows were mapped here."""
-    monkeypatch.setenv("SYNCRUNNER_MAP_WORKERS_AFTER", "3000")
     make_source(mysql_url, 4000)
     spec = write_spec(tmp_path, chunk_size=500)
     at_first_chunk: list[int] = []
@@ -274,17 +270,17 @@ def test_a_counted_first_load_starts_its_workers_at_once_and_a_rerun_does_not(tm
     def count_workers(chunk_no):
         if chunk_no == 1:
             at_first_chunk.append(len(_workers(os.getpid())))
-    first = sync(spec, mysql_url, pg_url, map_workers=2, count_total=True, observers=[Chunks(count_workers)])
-    again = sync(spec, mysql_url, pg_url, map_workers=2, count_total=True, force=True,
+    first = sync(spec, mysql_url, pg_url, map_workers=2, map_after=3000, count_total=True,
+                 observers=[Chunks(count_workers)])
+    again = sync(spec, mysql_url, pg_url, map_workers=2, map_after=3000, count_total=True, force=True,
                  observers=[Chunks(count_workers)])
     assert (first.stats.created, again.stats.fetched) == (4000, 4000)
     assert at_first_chunk == [2, 0]
 
 
-def test_workers_map_for_targets_without_copy_and_write_the_same(tmp_path, mysql_url, target_url, monkeypatch):
+def test_workers_map_for_targets_without_copy_and_write_the_same(tmp_path, mysql_url, target_url):
     """Into SQLite and MySQL (no COPY text) the workers send the mapped rows back: the table, the
     dead letters, the counts and the watermark are those of a run mapping in its own process."""
-    monkeypatch.setenv("SYNCRUNNER_MAP_WORKERS_AFTER", "0")
     src = make_source(mysql_url, 3000)
     with src.begin() as c:
         c.execute(item.update().where(item.c.id == 7).values(email="not-an-email"))
@@ -292,8 +288,8 @@ def test_workers_map_for_targets_without_copy_and_write_the_same(tmp_path, mysql
     for workers in (0, 2):
         table = f"items_w{workers}"
         spec = write_spec(tmp_path, chunk_size=500, batch_size=200, name=f"{table}.yaml", entity=table, table=table)
-        first = sync(spec, mysql_url, target_url, map_workers=workers)
-        again = sync(spec, mysql_url, target_url, map_workers=workers, full=True)
+        first = sync(spec, mysql_url, target_url, map_workers=workers, map_after=0)
+        again = sync(spec, mysql_url, target_url, map_workers=workers, map_after=0, full=True)
         results[workers] = dict(stats=(first.stats, again.stats), status=(first.status, again.status),
                                 watermark=(first.watermark, again.watermark), table=_table(target_url, table),
                                 dead=_dead(target_url, table),
@@ -306,86 +302,3 @@ def test_workers_map_for_targets_without_copy_and_write_the_same(tmp_path, mysql
     assert pooled["stats"][1].unchanged == 2999  # the workers' fingerprints match this process's
     for key in ("stats", "watermark", "table", "dead"):
         assert pooled[key] == here[key], key
-
-
-def _edit_source(url: str, every: int) -> int:
-    """Change every `every`-th item, moving its cursor past every stored one (a real edit)."""
-    engine = create_engine(url)
-    with engine.begin() as c:
-        n = c.execute(sa.text("UPDATE item SET name = CONCAT(name, ' edited'), "
-                              "updated_at = updated_at + INTERVAL 30 DAY WHERE id % :k = 0"), {"k": every}).rowcount
-    engine.dispose()
-    return n
-
-
-def test_syncrunner_run_maps_a_small_delta_in_its_spare_worker_and_writes_the_same(tmp_path, mysql_url, pg_url):
-    """`syncrunner run` starts one worker before its imports; a delta run far below the
-    in-process allowance maps its chunks there from the first one, and lands exactly what a run
-    mapping in its own process lands (the same source edit applied to a twin target)."""
-    make_source(mysql_url, 3000)
-    spec = write_spec(tmp_path, chunk_size=500)
-    twin = write_spec(tmp_path, chunk_size=500, name="twin.yaml", entity="twin")
-    workers_env = cli_env(mysql_url, pg_url)
-    alone_env = cli_env(mysql_url, pg_url, SYNCRUNNER_MAP_WORKERS="0")
-    for path, env in ((spec, workers_env), (twin, alone_env)):
-        first = cli("run", path, env=env)
-        assert first.returncode == 0, first.stdout + first.stderr
-    edited = _edit_source(mysql_url, 4)
-    for path, env in ((spec, workers_env), (twin, alone_env)):
-        delta = cli("run", path, env=env)
-        assert delta.returncode == 0, delta.stdout + delta.stderr
-    assert _metrics(pg_url, "items")["map_workers"] == 1
-    assert _metrics(pg_url, "items")["chunks_mapped_by_workers"] >= 2
-    assert _metrics(pg_url, "twin")["map_workers"] == 0
-    got = {e: rows(pg_url, "SELECT records_processed, records_created, records_updated FROM sync_history "
-                           "WHERE sync_type = :e ORDER BY id DESC LIMIT 1", e=e)[0] for e in ("items", "twin")}
-    assert got["items"] == got["twin"]
-    assert got["items"][2] == edited == 750
-    assert _table(pg_url, "items") == _table(pg_url, "twin")
-    assert _dead(pg_url, "items") == _dead(pg_url, "twin")
-
-
-def test_a_pool_started_on_the_spare_grows_once_the_run_is_large(tmp_path, mysql_url, pg_url):
-    make_source(mysql_url, 4000)
-    spec = write_spec(tmp_path, chunk_size=500)
-    env = cli_env(mysql_url, pg_url, SYNCRUNNER_MAP_WORKERS="2", SYNCRUNNER_MAP_WORKERS_AFTER="1500")
-    assert cli("run", spec, env=env).returncode == 0
-    _edit_source(mysql_url, 1)  # every row: 4000 to map, past the 1500-row allowance
-    delta = cli("run", spec, env=env)
-    assert delta.returncode == 0, delta.stdout + delta.stderr
-    m = _metrics(pg_url, "items")
-    # the spare maps from the first chunk (without it the first 1500 rows, 3 chunks, map here)
-    assert (m["map_workers"], m["records_unchanged"]) == (2, 0)
-    assert m["chunks_mapped_by_workers"] >= 6
-    assert rows(pg_url, "SELECT records_updated FROM sync_history ORDER BY id DESC LIMIT 1")[0][0] == 4000
-    assert rows(pg_url, "SELECT COUNT(*) FROM items WHERE name LIKE '%edited'")[0][0] == 4000
-
-
-def test_unchanged_chunks_are_not_sent_to_the_spare_worker(tmp_path, mysql_url, pg_url):
-    """A no-change --full run skips every row by its fingerprint: no chunk is worth the trip, and
-    the pool is never started."""
-    make_source(mysql_url, 2000)
-    spec = write_spec(tmp_path, chunk_size=500)
-    env = cli_env(mysql_url, pg_url)
-    assert cli("run", spec, env=env).returncode == 0
-    again = cli("run", spec, "--full", env=env)
-    assert again.returncode == 0, again.stdout + again.stderr
-    m = _metrics(pg_url, "items")
-    assert (m["records_unchanged"], m["map_workers"], m["chunks_mapped_by_workers"]) == (2000, 0, 0)
-
-
-def test_a_spare_worker_nobody_takes_ends_with_the_run(tmp_path, mysql_url, pg_url):
-    """A disabled spec maps nothing: the worker `syncrunner run` started ends when the run does."""
-    make_source(mysql_url, 10)
-    spec = write_spec(tmp_path, extra="enabled: false\n")
-    proc = cli_start("run", spec, env=cli_env(mysql_url, pg_url))
-    seen: set[int] = set()
-    while proc.poll() is None:
-        seen.update(_workers(proc.pid))
-    proc.communicate(timeout=30)
-    assert proc.returncode == 0
-    assert seen, "no spare worker was started"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in seen):
-        time.sleep(0.05)
-    assert not any(Path(f"/proc/{p}").exists() and b"mapworker" in _cmdline(p) for p in seen)

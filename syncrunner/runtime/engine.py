@@ -17,20 +17,18 @@ from typing import Any, Callable, Protocol
 import sqlalchemy as sa
 
 from ..adapters.sources.base import Chunk, Source, make_source
-from ..envvars import env_number
+from ..envvars import map_workers_from_env, slot_wait_from_env, target_retry_seconds
 from ..redact import redact
 from ..spec import Spec
 from . import history
-from .bulkgc import bulk_gc
 from .deletes import DeleteSweep
 from .heartbeat import Heartbeat
-from .locks import LockBusy, LockLost, RunGuard, slot_wait_from_env
+from .locks import LockBusy, LockLost, RunGuard
 from .chunkmap import MappedChunk, key_text, map_chunk, max_cursor
 from .fingerprint import uses_fingerprints
 from .fplookup import Prepared, UnchangedSkipper
 from .mapping import Mapper, make_getter
-from .mapworkers import MapPool, start_after_from_env, workers_from_env
-from .workerproc import have_spare
+from .mapworkers import START_AFTER_ROWS, MapPool
 from .pipeline import WriteAhead
 from .signals import StopRequest
 from .stats import Stats
@@ -40,19 +38,6 @@ from .writer import Writer
 
 log = logging.getLogger("syncrunner")
 MAX_LOGGED_BAD_RECORDS = 20
-DEFAULT_TARGET_RETRY_SECONDS = 60.0
-
-
-def target_retry_seconds() -> float:
-    """How long a chunk keeps retrying while the target is unreachable (SYNCRUNNER_TARGET_RETRY_SECONDS)."""
-    return env_number("SYNCRUNNER_TARGET_RETRY_SECONDS", DEFAULT_TARGET_RETRY_SECONDS, float)
-
-
-def write_ahead_from_env() -> bool:
-    """SYNCRUNNER_WRITE_AHEAD=0 writes each chunk before reading the next (no writer thread)."""
-    return os.environ.get("SYNCRUNNER_WRITE_AHEAD", "1").strip().lower() not in ("0", "false", "no", "off")
-
-
 @dataclass
 class RunResult:
     spec: Spec
@@ -105,7 +90,7 @@ class SyncRun:
                  observers: list[Observer] | None = None, source: Source | None = None,
                  count_total: bool = False, heartbeat_seconds: float | None = None,
                  max_concurrent: int | None = None, handle_signals: bool = True,
-                 write_ahead: bool | None = None, map_workers: int | None = None):
+                 map_workers: int | None = None, map_after: int = START_AFTER_ROWS):
         check_options(opts, spec.source.timezone)
         self.spec = spec
         self.opts = opts
@@ -124,14 +109,12 @@ class SyncRun:
         self.handle_signals = handle_signals
         self.stop = StopRequest()
         self.guard: RunGuard | None = None
-        self.write_ahead = write_ahead_from_env() if write_ahead is None else write_ahead
         self.skipper = UnchangedSkipper(spec, self.mapper, skip_validation=opts.skip_validation) \
             if uses_fingerprints(spec) else None
-        self.map_workers = workers_from_env() if map_workers is None else map_workers
+        self.map_workers = map_workers_from_env() if map_workers is None else map_workers
         self.pool: MapPool | None = None     # started once a large run has mapped map_after rows here
-        self.map_after = start_after_from_env()
+        self.map_after = map_after            # rows mapped here before the pool starts
         self._mapped_here = 0                # rows mapped in this process so far
-        self._pooled_rows = 0                # rows handed to the mapping workers so far
         self._handed = 0                     # chunks handed to the writer
         self._remapper: Mapper | None = None
         self._remap_lock = threading.Lock()
@@ -147,10 +130,9 @@ class SyncRun:
         self.source = self.source or make_source(spec)
         engine = shared_target_engine(self.target_url)
         try:
-            with bulk_gc():
-                if opts.dry_run:
-                    return self._dry_run(engine, started)
-                return self._guarded_run(engine, started)
+            if opts.dry_run:
+                return self._dry_run(engine, started)
+            return self._guarded_run(engine, started)
         finally:
             self.source.close()
 
@@ -245,7 +227,7 @@ class SyncRun:
         window = None
         watermark: Any = None
         beat: Heartbeat | None = None
-        pipe = WriteAhead(enabled=self.write_ahead)
+        pipe = WriteAhead()
         try:
             self._prepare_target(engine, conn, writer)
             with conn.begin():
@@ -336,18 +318,9 @@ class SyncRun:
             self.skipper.handed_over({key for i, key in prepared.candidates if i not in skip})
         skipped = frozenset(skip)
         to_map = len(skipped) < len(prepared.chunk.records)  # all unchanged: nothing to map, not worth a trip
-        if to_map and self.pool is None and have_spare():
-            # `syncrunner run` started a worker before its imports: map there from this chunk on (more
-            # join after map_after rows); a run with nothing to map never starts the pool
-            self._start_pool(flow, workers=1, wait=True, timeout=5.0)
         if self._pooled() and to_map:
             self.pool.submit((prepared, skipped, seen), prepared.chunk, skipped, prepared.fps,
                              fingerprint=self.skipper is not None and prepared.fps is None)
-            self._pooled_rows += len(prepared.chunk.records)
-            if self.pool.workers < self.map_workers and self._pooled_rows >= self.map_after:
-                self.pool.grow(self.map_workers)
-                if self.skipper is not None:
-                    self.skipper.track_in_flight(self.pool.depth + 2)
             # the oldest chunk goes to the writer when the queue is full, or as soon as it is
             # mapped and the writer is idle (a short run would otherwise wait for the queue to fill)
             while self.pool.pending() > self.pool.depth or (self.pool.head_done() and flow.pipe.free):
@@ -363,19 +336,18 @@ class SyncRun:
     def _pooled(self) -> bool:
         return self.pool is not None and self.pool.active
 
-    def _start_pool(self, flow: "_Flow", *, wait: bool = False, workers: int | None = None,
-                    timeout: float = 120.0) -> None:
+    def _start_pool(self, flow: "_Flow", *, wait: bool = False) -> None:
         """Start the mapping workers, if this run may use them (see runtime/mapworkers.py)."""
         if self.pool is not None or not self.map_workers:
             return
-        self.pool = MapPool(self.spec, workers=min(workers or self.map_workers, self.map_workers),
+        self.pool = MapPool(self.spec, workers=self.map_workers,
                             skip_validation=self.opts.skip_validation, batch_size=flow.writer.batch_size, run_id=flow.run_id,
                             want_keys=flow.deletes.generation is not None,
                             copy_text=flow.writer.dialect.loads_text)
         if self.skipper is not None:  # more chunks are between a lookup and their commit now
             self.skipper.track_in_flight(self.pool.depth + 2)
         if wait:
-            self.pool.wait_ready(timeout)
+            self.pool.wait_ready()
 
     def _drain(self, flow: "_Flow") -> None:
         while self.pool is not None and self.pool.pending():

@@ -5,24 +5,16 @@ connection is busy inside chunk transactions). A run whose heartbeat goes stale 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 
 import sqlalchemy as sa
+
+from ..envvars import heartbeat_seconds_from_env
 
 from . import history
 from .locks import RunGuard
 
 log = logging.getLogger("syncrunner.heartbeat")
-
-DEFAULT_INTERVAL = 30.0
-
-
-def interval_from_env() -> float:
-    """SYNCRUNNER_HEARTBEAT_SECONDS (default 30)."""
-    value = os.environ.get("SYNCRUNNER_HEARTBEAT_SECONDS", "").strip()
-    return float(value) if value else DEFAULT_INTERVAL
-
 
 class Heartbeat:
     def __init__(self, engine: sa.Engine, run_id: int, *, interval: float | None = None,
@@ -31,7 +23,7 @@ class Heartbeat:
 
         self.engine = engine
         self.run_id = run_id
-        self.interval = interval_from_env() if interval is None else interval
+        self.interval = heartbeat_seconds_from_env() if interval is None else interval
         self.guard = guard
         self.peak_rss_mb = peak_rss_mb
         self.beats = 0

@@ -27,10 +27,10 @@ from typing import Callable
 
 import sqlalchemy as sa
 
+from ..envvars import max_concurrent_from_env, slot_wait_from_env
+
 log = logging.getLogger("syncrunner.locks")
 
-DEFAULT_MAX_CONCURRENT = 2
-DEFAULT_SLOT_WAIT = 3600.0
 POLL_SECONDS = 0.25
 _SLOT_CLASS = 0x5352_0001  # PostgreSQL two-key advisory lock namespace for slots ("SR" 1)
 
@@ -41,17 +41,6 @@ class LockBusy(RuntimeError):
 
 class LockLost(RuntimeError):
     """A held lock vanished (its session died) and could not be taken back."""
-
-
-def max_concurrent_from_env() -> int:
-    """SYNCRUNNER_MAX_CONCURRENT (default 2); 0 means no limit."""
-    value = os.environ.get("SYNCRUNNER_MAX_CONCURRENT", "").strip()
-    return int(value) if value else DEFAULT_MAX_CONCURRENT
-
-
-def slot_wait_from_env() -> float:
-    value = os.environ.get("SYNCRUNNER_SLOT_WAIT", "").strip()
-    return float(value) if value else DEFAULT_SLOT_WAIT
 
 
 def _digest64(text: str) -> int:

@@ -13,7 +13,6 @@ Frames: an 8-byte big-endian length, then a pickle. The worker answers each job 
 result) or ("error", text); its first frame is ("ready", pid)."""
 from __future__ import annotations
 
-import gc
 import os
 import pickle
 import signal
@@ -24,7 +23,6 @@ from typing import Any, BinaryIO
 
 from ..spec import Spec
 from .chunkmap import EncodedRows, MappedChunk, map_chunk
-from .bulkgc import settled
 from .mapping import Mapper, make_getter
 
 _HEADER = struct.Struct(">Q")
@@ -51,16 +49,6 @@ class Job:
     fps: list[int] | None
     fingerprint: bool   # fps left to the worker
     want_keys: bool
-
-
-MODULES = "modules"  # a request for the worker's loaded top-level modules (diagnostics, tests)
-GC_STATE = "gc"      # a request for its collector's state: enabled, thresholds, frozen objects
-
-
-def _diagnostic(request: str) -> Any:
-    if request == MODULES:
-        return sorted({m.split(".")[0] for m in sys.modules})
-    return gc.isenabled(), gc.get_threshold(), gc.get_freeze_count()
 
 
 def send(stream: BinaryIO, obj: Any) -> None:
@@ -132,16 +120,12 @@ class Worker:
 def serve(inp: BinaryIO, out: BinaryIO) -> None:
     """The worker's loop: the setup, then one answer per job until the input closes."""
     worker = Worker(receive(inp))
-    settled()  # the modules and the spec's compiled mapping live as long as the worker
     send(out, ("ready", os.getpid()))
     while True:
         try:
             job = receive(inp)
         except EOFError:
             return
-        if job in (MODULES, GC_STATE):
-            send(out, ("ok", _diagnostic(job)))
-            continue
         try:
             answer = ("ok", worker.map(job))
         except Exception as e:  # noqa: BLE001 - the run maps the chunk again itself; a real error recurs there
@@ -152,6 +136,8 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the run stops itself
+    from .bulkgc import for_batch_work
+    for_batch_work()
     from .memory import return_freed_memory
     return_freed_memory()
     inp, out = sys.stdin.buffer, sys.stdout.buffer

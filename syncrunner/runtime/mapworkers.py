@@ -8,43 +8,58 @@ merge, the checkpoint and SyncHistory. Workers are pure functions of a chunk (ru
 worker yields exactly the rows, dead letters and counts it would yield in the run's process.
 
 The pool starts once a run has mapped START_AFTER_ROWS rows in its own process, or at once for a
-first load (empty target table) whose counted source is larger than that, or at the first chunk
-with rows to map when a spare worker is waiting (runtime/workerproc.py: `syncrunner run` starts one before its own
-imports, so an incremental run pays no start-up for it). A pool started on the spare alone has
-that one worker and grows to the full count once START_AFTER_ROWS rows went to it. It is used once
-its first worker answers: until then chunks keep being mapped in process. Workers are plain child processes on two pipes (runtime/mapworker.py), not
+first load (empty target table) whose counted source is larger than that. It is used once its
+first worker answers: until then chunks keep being mapped in process. Workers are plain child processes on two pipes (runtime/mapworker.py), not
 multiprocessing: they import no SQLAlchemy, driver, YAML, click or (for specs that need none) Jinja,
 since the COPY encoders and the parsed rules are sent to them.
 Results are taken in chunk order, so chunks are still written, checkpointed and counted in order.
 If a worker dies, the chunks it held are mapped in process and the run goes on without workers.
 
-SYNCRUNNER_MAP_WORKERS sets the number of workers (0 turns them off; default: one per core up to 2)."""
+SYNCRUNNER_MAP_WORKERS sets the number of workers (0 turns them off; default: one per core up to 2).
+Workers get the run's environment without what looks like a credential or a connection URL."""
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import subprocess
+import sys
 import threading
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Callable
 
 from ..adapters.sources.base import Chunk
-from ..envvars import env_number
 from ..spec import Spec
 from .chunkmap import MappedChunk
 from .mapping import rule_plans
-from .mapworker import GC_STATE, MODULES, Job, WorkerSetup, copy_encoders, receive, send
-from .workerproc import spawn, take_spare, workers_from_env  # noqa: F401 - workers_from_env: re-exported
+from .mapworker import Job, WorkerSetup, copy_encoders, receive, send
 
 log = logging.getLogger("syncrunner")
 START_AFTER_ROWS = 20_000
+# `python -c` puts the working directory first on sys.path, ahead of PYTHONPATH: a checkout of
+# another syncrunner there would be imported instead of the run's own (what -P does from 3.11 on)
+WORKER_CODE = ("import sys\nif sys.path and sys.path[0] == '': del sys.path[0]\n"
+               "from syncrunner.runtime.mapworker import main; main()")
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
-def start_after_from_env() -> int:
-    """SYNCRUNNER_MAP_WORKERS_AFTER: rows a run maps in its own process before starting workers."""
-    return env_number("SYNCRUNNER_MAP_WORKERS_AFTER", START_AFTER_ROWS, int)
+def worker_environment() -> dict[str, str]:
+    """The run's environment without what looks like a credential or a connection URL (as
+    redact.py judges names): mapping needs neither, so neither is in a worker's /proc environ."""
+    from ..redact import is_secret_name, is_url_name
+    env = {k: v for k, v in os.environ.items() if not (is_secret_name(k) or is_url_name(k))}
+    env["PYTHONPATH"] = os.pathsep.join(
+        [PACKAGE_ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
+
+
+def spawn() -> subprocess.Popen:
+    """A new worker process on two pipes; it waits for its WorkerSetup on stdin."""
+    return subprocess.Popen([sys.executable, "-c", WORKER_CODE], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, env=worker_environment())
 
 
 def _shipped_encoders(spec: Spec) -> tuple[list[str], list] | None:
@@ -70,7 +85,7 @@ class _Process:
 
     def __init__(self, setup: WorkerSetup, jobs: "queue.Queue", on_death: Callable[[BaseException], None],
                  number: int):
-        self.proc = take_spare() or spawn()
+        self.proc = spawn()
         self.ready: Future = Future()
         self._jobs, self._on_death = jobs, on_death
         self._setup = setup
@@ -153,14 +168,6 @@ class MapPool:
         self._queue: deque[tuple[Any, Future | None]] = deque()
         self._setup = setup
         self._procs = [_Process(setup, self._jobs, self._died, n) for n in range(workers)]
-
-    def grow(self, workers: int) -> None:
-        """Add processes up to `workers` (they take jobs off the same queue)."""
-        if self.broken is not None or self._closing:
-            return
-        while len(self._procs) < workers:
-            self._procs.append(_Process(self._setup, self._jobs, self._died, len(self._procs)))
-        self.workers = len(self._procs)
 
     @property
     def pids(self) -> list[int]:
@@ -247,19 +254,6 @@ class MapPool:
             except Exception as e:  # noqa: BLE001 - the chunk is mapped again here; a real error recurs
                 self._stop(e)
         return item, remap(item)
-
-    def loaded_modules(self, timeout: float = 60.0) -> list[str]:
-        """The top-level modules a worker has imported (what a worker costs; for tests)."""
-        return self._ask(MODULES, timeout)
-
-    def gc_state(self, timeout: float = 60.0) -> tuple[bool, tuple[int, int, int], int]:
-        """A worker's collector: enabled, thresholds, frozen objects (runtime/bulkgc.py; for tests)."""
-        return self._ask(GC_STATE, timeout)
-
-    def _ask(self, request: str, timeout: float) -> Any:
-        fut: Future = Future()
-        self._jobs.put((request, fut))
-        return fut.result(timeout)
 
     def close(self) -> None:
         """Cancel what no worker took yet, let each worker finish its chunk, end the processes."""

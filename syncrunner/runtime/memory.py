@@ -7,8 +7,7 @@ measured on the bench (1,000,000 rows into PostgreSQL, chunk_size 5,000), the ru
 158-163 MB together with glibc's defaults and 147-150 MB with a fixed 128 KB trim threshold (which
 also keeps the mmap threshold at 128 KB), at the same CPU time within the VM's noise.
 
-Operators' own MALLOC_* environment settings win (nothing is changed then), and
-SYNCRUNNER_MALLOC_TRIM=0 turns this off."""
+Operators' own MALLOC_* environment settings win (nothing is changed then)."""
 from __future__ import annotations
 
 import os
@@ -28,8 +27,6 @@ def return_freed_memory() -> bool:
 
 
 def _tune() -> bool:
-    if os.environ.get("SYNCRUNNER_MALLOC_TRIM", "").strip().lower() in ("0", "off", "no", "false"):
-        return False
     if not sys.platform.startswith("linux") or any(k.startswith("MALLOC_") for k in os.environ):
         return False
     try:

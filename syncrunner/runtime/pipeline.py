@@ -18,35 +18,27 @@ from typing import Any, Callable
 
 class WriteAhead:
     """One background writer; `submit` hands it the next chunk's write once the previous one is
-    collected. With `enabled=False` it runs each write inline (same interface, no thread)."""
+    collected."""
 
-    def __init__(self, enabled: bool = True):
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sr-write") if enabled else None
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sr-write")
         self._pending: Future | None = None
-        self._inline: Any = None
-        self._has_inline = False
 
     @property
     def busy(self) -> bool:
-        return self._pending is not None or self._has_inline
+        return self._pending is not None
 
     @property
     def free(self) -> bool:
         """Nothing in flight, or the write in flight has finished: `collect` would not wait."""
-        return self._has_inline or self._pending is None or self._pending.done()
+        return self._pending is None or self._pending.done()
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         assert not self.busy, "collect the previous write first"
-        if self._pool is None:
-            self._inline, self._has_inline = fn(*args), True
-        else:
-            self._pending = self._pool.submit(fn, *args)
+        self._pending = self._pool.submit(fn, *args)
 
     def collect(self) -> Any:
         """The in-flight write's result (re-raising its error); waits for it to finish."""
-        if self._has_inline:
-            value, self._inline, self._has_inline = self._inline, None, False
-            return value
         fut = self._pending
         if fut is None:
             return None
@@ -60,5 +52,4 @@ class WriteAhead:
                 self._pending = None
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        self._pool.shutdown(wait=True)

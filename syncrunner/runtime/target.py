@@ -1,20 +1,13 @@
 """The target database connection: where entity tables, SyncHistory and dead letters live."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy import event
 
 from ..dburl import create_engine, shared_engine
-
-DEFAULT_TARGET = "sqlite:///syncrunner.db"
-
-
-def default_target_url() -> str:
-    return os.environ.get("SYNCRUNNER_TARGET_URL") or DEFAULT_TARGET
-
+from ..envvars import default_target_url  # noqa: F401 - where the commands look for it
 
 READ_ONLY = "sr_read_only"  # execution option: this connection only reads (see make_engine)
 
