@@ -334,6 +334,36 @@ def test_target_restarted_mid_run_retries_the_chunk_and_nothing_is_half_written(
     print(f"restart test: {n:,} rows, {time.monotonic() - t0:.1f}s")
 
 
+def test_a_full_rerun_into_a_filled_table_survives_a_target_restart(tmp_path, mysql_url, private_pg, caplog,
+                                                                    monkeypatch):
+    """Issue 21.7: a `--full` re-run into a filled table looks every chunk's fingerprints up on a
+    connection of its own; the target crashes mid-run and is back 5 s later. Every connection the
+    run holds (lookups, heartbeat, locks, writer) must survive it, not only the writer's."""
+    n = 40000
+    make_source(mysql_url, n)
+    spec = write_spec(tmp_path, chunk_size=250, batch_size=250)
+    assert sync(spec, mysql_url, private_pg.url).stats.created == n
+    monkeypatch.setenv("SYNCRUNNER_TARGET_RETRY_SECONDS", "60")
+    restarted = threading.Event()
+
+    def restart() -> None:
+        private_pg.stop("immediate")  # a crash, not a polite shutdown
+        time.sleep(5.0)
+        private_pg.start()
+        restarted.set()
+
+    with caplog.at_level(logging.INFO, logger="syncrunner"):
+        result = sync(spec, mysql_url, private_pg.url, full=True, observers=[ThreadAfterChunk(10, restart)],
+                      heartbeat_seconds=0.2)
+    assert restarted.is_set()
+    assert "lost the target connection" in caplog.text
+    assert result.status == "success", result.error
+    assert (result.stats.fetched, result.stats.unchanged, result.stats.created, result.stats.updated) == (n, n, 0, 0)
+    h = history(private_pg.url)[-1]
+    assert (h.status, h.records_processed, h.records_created, h.records_updated) == ("success", n, 0, 0)
+    assert _target(private_pg.url) == _source(mysql_url)
+
+
 def test_target_database_recreated_mid_run_fails_at_once_instead_of_waiting_for_the_target(
         tmp_path, mysql_url, pg_url, caplog, monkeypatch):
     """The target database is dropped (its connections terminated) and created again, empty, under

@@ -258,34 +258,6 @@ def test_postgresql_lookups_run_outside_a_transaction_and_the_pool_gets_its_conn
     engine.dispose()
 
 
-def test_each_lookup_thread_holds_a_connection_of_its_own_and_close_gives_all_back(pg_url):
-    """A large chunk's lookup runs as two statements at once (fplookup.LOOKUP_THREADS): each
-    thread must read on its own connection, and closing the lookups must release every one."""
-    import threading
-    engine, lookup = _pg_lookup(pg_url, "fp_threads", {i: i * 10 for i in range(1, 2001)})
-    results, pids, gate = {}, {}, threading.Barrier(2)
-
-    def half(name: str, keys: range) -> None:
-        gate.wait()
-        results[name] = lookup.unmatched([(k,) for k in keys], [k * 10 if k % 7 else 1 for k in keys])
-        pids[name] = lookup._conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
-        lookup._conn.rollback()
-
-    threads = [threading.Thread(target=half, args=(n, r)) for n, r in
-               (("low", range(1, 1001)), ("high", range(1001, 2002)))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert results["low"] == {(k,) for k in range(7, 1001, 7)}
-    assert results["high"] == {(k,) for k in range(1001, 2002) if k % 7 == 0} | {(2001,)}
-    assert pids["low"] != pids["high"]
-    assert engine.pool.checkedout() == 2
-    lookup.close()
-    assert lookup._conns == {} and engine.pool.checkedout() == 0
-    engine.dispose()
-
-
 def test_fingerprints_are_stable_salted_and_fit_a_bigint(tmp_path, mysql_url):
     from syncrunner.runtime.fingerprint import Fingerprinter
     from syncrunner.spec import load_spec

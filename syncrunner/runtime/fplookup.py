@@ -3,7 +3,9 @@ against the target, the skip decision, the keys still in flight). What a fingerp
 runtime/fingerprint.py, which stays free of SQLAlchemy for the mapping workers."""
 from __future__ import annotations
 
-import threading
+import logging
+import random
+import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -12,15 +14,15 @@ from functools import cached_property
 import sqlalchemy as sa
 
 from ..adapters.sources.base import BadRecord, Chunk
+from ..envvars import target_retry_seconds
 from ..spec import Spec
 from .coerce import DataError
 from .fingerprint import FP_COLUMN, Fingerprinter
 from .mapping import Mapper
 from .target import READ_ONLY
 
+log = logging.getLogger("syncrunner")
 LOOKUP_SLICE = 2000  # keys per lookup statement (SQLite's bind-parameter limit, plan caching)
-LOOKUP_THREADS = 2   # a chunk's lookup runs as this many statements at once, on connections of their own
-SPLIT_FROM = 1000    # keys: a smaller lookup is one statement
 
 
 def fingerprint_column() -> sa.Column:
@@ -28,10 +30,11 @@ def fingerprint_column() -> sa.Column:
 
 
 class StoredFingerprints:
-    """Reads the fingerprints of stored rows by target key, on connections of its own (the run's
-    connection may be busy writing the previous chunk), one short read transaction per lookup so
-    every lookup sees what has been committed. Each lookup thread holds its connection for the
-    run: a pool checkout per chunk cost a pre-ping round trip each."""
+    """Reads the fingerprints of stored rows by target key, on a connection of its own (the run's
+    connection may be busy writing the previous chunk), one short read per lookup so every lookup
+    sees what has been committed. The connection is held for the run (a pool checkout per chunk
+    cost a pre-ping round trip each) and made again if the target drops it: a lookup waits for a
+    restarted target as long as a chunk's write does (SYNCRUNNER_TARGET_RETRY_SECONDS)."""
 
     def __init__(self, engine: sa.Engine, table: sa.Table, keys: list[str], live_only: sa.Column | None):
         self.engine = engine
@@ -40,12 +43,7 @@ class StoredFingerprints:
         self.table = table
         self.live_only = live_only  # soft deletes: a deleted row must be written to come back
         self.active = False
-        self._conns: dict[int, sa.Connection] = {}  # lookup thread -> its connection
-
-    @property
-    def _conn(self) -> sa.Connection | None:
-        """The calling thread's connection, if it holds one."""
-        return self._conns.get(threading.get_ident())
+        self._conn: sa.Connection | None = None  # used by one lookup thread at a time
 
     def begin(self, conn: sa.Connection) -> None:
         """Only a table that already holds rows can hold a match (a first load skips the lookups)."""
@@ -58,18 +56,25 @@ class StoredFingerprints:
         process builds nothing per key."""
         if not self.active or not keys:
             return set(keys)
-        me = threading.get_ident()
-        for attempt in (1, 2):
-            conn = self._conns.get(me)
-            if conn is None:
-                conn = self._conns[me] = self._connect()
+        deadline: float | None = None
+        attempt = 0
+        while True:
             try:
-                return self._unmatched(conn, keys, fps)
+                if self._conn is None:
+                    self._conn = self._connect()
+                return self._unmatched(self._conn, keys, fps)
             except sa.exc.DBAPIError as e:
-                self._close(self._conns.pop(me, None))
-                if attempt == 2 or not (e.connection_invalidated or conn.invalidated):
+                lost = self._conn is None or e.connection_invalidated or self._conn.invalidated
+                self._close(self._conn)
+                self._conn = None
+                if not (lost or isinstance(e, (sa.exc.OperationalError, sa.exc.InterfaceError))):
                     raise
-        raise AssertionError("unreachable")
+                deadline = deadline or time.monotonic() + target_retry_seconds()
+                if time.monotonic() > deadline:
+                    raise
+                attempt += 1
+                log.debug("fingerprint lookup: target unreachable (%s); retrying", type(e.orig or e).__name__)
+                time.sleep(min(5.0, 0.25 * 2 ** min(attempt, 5)) * (0.5 + random.random()))
 
     def _connect(self) -> sa.Connection:
         """A lookup thread's connection. On PostgreSQL in autocommit: a lookup is one statement,
@@ -94,9 +99,9 @@ class StoredFingerprints:
                 conn.rollback()
 
     def close(self) -> None:
-        """Give the held connections back (after the lookups are done)."""
-        while self._conns:
-            self._close(self._conns.popitem()[1])
+        """Give the held connection back (after the lookups are done)."""
+        self._close(self._conn)
+        self._conn = None
 
     @staticmethod
     def _close(conn: sa.Connection | None) -> None:
@@ -154,26 +159,17 @@ def _array_param(values: list) -> list | str:
 
 
 @dataclass
-class LookupParts:
-    """One chunk's lookup run as several statements at once: the keys that did not match in any."""
-    parts: list[Future]
-
-    def result(self) -> set[tuple]:
-        return set().union(*(f.result() for f in self.parts))
-
-
-@dataclass
 class Prepared:
     """A fetched chunk with its fingerprints and the pending lookup of its stored ones."""
     chunk: Chunk
     fps: list[int] | None = None   # None: not computed yet (see UnchangedSkipper.prepare's defer)
     candidates: list[tuple[int, tuple]] = field(default_factory=list)  # (index, target key)
-    found: Future | LookupParts | None = None  # -> the candidates' keys whose stored row does not match
+    found: Future | None = None  # -> the candidates' keys whose stored row does not match
 
 
 class UnchangedSkipper:
     """One run's use of fingerprints: fingerprint each chunk, look its keys' stored fingerprints up
-    on the lookup threads (while the engine maps the previous chunk), say which records to skip."""
+    on the lookup thread (while the engine maps the previous chunk), say which records to skip."""
 
     def __init__(self, spec: Spec, mapper: Mapper, *, skip_validation: bool):
         self.spec = spec
@@ -210,22 +206,13 @@ class UnchangedSkipper:
                 candidates.append((i, key))
         return Prepared(chunk, fps, candidates, self._look_up(candidates, fps))
 
-    def _look_up(self, candidates: list[tuple[int, tuple]], fps: list[int]) -> Future | LookupParts:
-        """Start the candidates' lookup on the lookup threads. A large one is split: a lookup
-        reads index and heap pages the cache often does not hold, and on a table the cache does
-        not hold it is the incremental run's critical path (bench: 0.13-0.23 s per 2,500 keys,
-        against 0.08 s to map them). Two statements on two connections: the run's waits for
-        lookups went from 0.69-0.80 s to 0.55-0.66 s (cold caches, three runs each). SQLite reads
-        in this process, so it gains nothing and keeps one statement."""
-        threads = 1 if self.stored.engine.dialect.name == "sqlite" else LOOKUP_THREADS
+    def _look_up(self, candidates: list[tuple[int, tuple]], fps: list[int]) -> Future:
+        """Start the candidates' lookup on the lookup thread: it runs while the engine maps the
+        chunk before, and reads the index and heap pages the chunk's upsert then needs."""
         if self.lookups is None:
-            self.lookups = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sr-lookup")
-        keys, fps = [k for _, k in candidates], [fps[i] for i, _ in candidates]
-        if threads == 1 or len(keys) < SPLIT_FROM:
-            return self.lookups.submit(self.stored.unmatched, keys, fps)
-        step = -(-len(keys) // threads)
-        return LookupParts([self.lookups.submit(self.stored.unmatched, keys[i:i + step], fps[i:i + step])
-                            for i in range(0, len(keys), step)])
+            self.lookups = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sr-lookup")
+        return self.lookups.submit(self.stored.unmatched, [k for _, k in candidates],
+                                   [fps[i] for i, _ in candidates])
 
     def unchanged(self, prepared: Prepared) -> dict[int, tuple]:
         """Index -> key of each record whose stored row has its fingerprint. A key of the recent
