@@ -270,8 +270,6 @@ def demo(workdir: str, size: int, verbose: bool) -> None:
 
 def entry() -> None:
     """The console script."""
-    from .runtime.bulkgc import for_batch_work
-    for_batch_work()  # a run's chunk data is freed by refcounting: collect rarely (runtime/bulkgc.py)
     main()
 
 

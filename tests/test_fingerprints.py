@@ -180,7 +180,7 @@ def test_stored_fingerprints_say_which_keys_do_not_match_the_same_on_every_targe
 def test_lookups_leave_no_chunk_data_for_the_garbage_collector(tmp_path, mysql_url):
     """A no-change run into SQLite looks every chunk up by fetching the stored fingerprints: the
     chunk's keys must travel as a parameter, not inside a statement built per chunk (SQLAlchemy
-    objects in reference cycles, held until the collector runs, which a run lets run rarely:
+    objects in reference cycles, held until the collector runs:
     107 MB against 69 MB for a 1,000,000-row no-change run)."""
     import gc
     make_source(mysql_url, 3000)

@@ -129,8 +129,8 @@ class StoredFingerprints:
     def _fetch_query(self) -> sa.Select:
         """The stored fingerprints of a list of keys, the list a parameter: a statement built per
         chunk with its keys as values held them in SQLAlchemy objects that form reference cycles,
-        freed only by the garbage collector (a no-change run into SQLite: 107 MB against 69 MB
-        once the collector ran rarely, runtime/bulkgc.py)."""
+        freed only by the garbage collector (a no-change run into SQLite held
+        107 MB against 69 MB when the collector ran rarely)."""
         keys = sa.bindparam("keys", expanding=True)
         cond = self.keys[0].in_(keys) if len(self.keys) == 1 else sa.tuple_(*self.keys).in_(keys)
         q = sa.select(*self.keys, self.fp).where(cond, self.fp.is_not(None))

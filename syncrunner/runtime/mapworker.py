@@ -136,8 +136,6 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the run stops itself
-    from .bulkgc import for_batch_work
-    for_batch_work()
     from .memory import return_freed_memory
     return_freed_memory()
     inp, out = sys.stdin.buffer, sys.stdout.buffer
