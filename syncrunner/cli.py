@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from .logsetup import LOG_FORMATS, setup_logging
+from .redact import guard_streams
 from .report import print_summary
 from .spec import SpecError, find_specs, load_spec
 
@@ -49,6 +50,7 @@ OPERATOR_COMMANDS = {"history": ".ops.history:history_command", "health": ".ops.
 @click.version_option(package_name="syncrunner")
 def main() -> None:
     """Declarative CRM data sync: one YAML spec per entity, one generic runtime."""
+    guard_streams()  # whatever a command prints is redacted (redact.py)
 
 
 @main.command()

@@ -44,7 +44,7 @@ def _substitute(text: str, env: Mapping[str, str], path: tuple, missing: list[Mi
         name, default = m.group(1), m.group(2)
         if name in env and env[name] != "":
             value = env[name]
-            if is_secret_name(name):
+            if is_secret_name(name) or path[:2] == ("source", "auth"):  # a credential, whatever its name
                 register_secret(value)
             elif is_url_name(name):
                 register_url_password(value)

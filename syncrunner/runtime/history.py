@@ -1,7 +1,8 @@
 """The SyncHistory table (DESIGN.md §6) and the dead-letter table, in the target database.
 
 Checkpoints are written on the caller's connection so they commit in the same transaction as the
-chunk's data: after a crash, data and checkpoint agree."""
+chunk's data: after a crash, data and checkpoint agree. Error messages, dead-letter reasons and
+records, configuration and metrics are stored redacted: their column types run redact.py."""
 from __future__ import annotations
 
 import datetime as dt
@@ -9,7 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .sqltypes import JSONValue, UTCDateTime
+from .sqltypes import JSONValue, RedactedJSON, RedactedText, UTCDateTime
 from .deadletter import dead_letter  # noqa: F401 - part of this module's interface
 from .stats import Stats
 
@@ -30,9 +31,9 @@ sync_history = sa.Table(
     sa.Column("records_created", sa.Integer, nullable=False, default=0),
     sa.Column("records_updated", sa.Integer, nullable=False, default=0),
     sa.Column("records_failed", sa.Integer, nullable=False, default=0),
-    sa.Column("error_message", sa.Text),
-    sa.Column("performance_metrics", JSONValue),
-    sa.Column("configuration", JSONValue),
+    sa.Column("error_message", RedactedText),
+    sa.Column("performance_metrics", RedactedJSON),
+    sa.Column("configuration", RedactedJSON),
     # added by syncrunner
     sa.Column("watermark", sa.String(64)),
     sa.Column("heartbeat_at", UTCDateTime),
@@ -50,8 +51,8 @@ dead_letters = sa.Table(
     sa.Column("field", sa.String(100)),
     # rejected: the record was skipped; nulled: it landed with this field NULL (on_invalid: null)
     sa.Column("action", sa.String(10), nullable=False, default="rejected"),
-    sa.Column("reason", sa.Text, nullable=False),
-    sa.Column("raw_record", sa.Text),
+    sa.Column("reason", RedactedText, nullable=False),
+    sa.Column("raw_record", RedactedText),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Index("ix_sync_dead_letters_source", "crm_source", "sync_type", "run_id"),
 )

@@ -7,6 +7,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.types import TypeDecorator
 
+from ..redact import redact, redact_value
+
 UTC = dt.timezone.utc
 
 
@@ -49,6 +51,24 @@ class JSONValue(TypeDecorator):
         if dialect.name == "postgresql":
             return dialect.type_descriptor(postgresql.JSONB())
         return dialect.type_descriptor(sa.JSON())
+
+
+class RedactedText(TypeDecorator):
+    """Text that can quote a request or a response (an error, a dead-letter reason or record):
+    stored with every secret redacted (redact.py), whoever wrote it."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return None if value is None else redact(value)
+
+
+class RedactedJSON(JSONValue):
+    """JSONValue stored redacted (SyncHistory's configuration and performance metrics)."""
+
+    def process_bind_param(self, value, dialect):
+        return redact_value(value)
 
 
 def column_type(field_type: str, *, max_length: int | None = None, precision: int = 18, scale: int = 4):

@@ -67,6 +67,7 @@ class Request:
     params: dict[str, str]
     base_url: str
     index: int
+    target: str = ""  # the request line's path and query, exactly as sent
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         """First value of a query parameter (Rails/HubSpot style single values)."""
@@ -82,7 +83,8 @@ class Request:
 
 @dataclass
 class Response:
-    """What a handler returns; ``page`` lets the server apply malformed_pages."""
+    """What a handler returns; ``page`` lets the server apply malformed_pages. A ``bytes`` body is
+    sent as is (a fake with its own JSON encoder)."""
 
     status: int
     body: JSONType = None
@@ -382,6 +384,7 @@ def _make_handler(fake: FakeAPI) -> type[BaseHTTPRequestHandler]:
                 params={},
                 base_url=fake.base_url,
                 index=fake._next_index(),
+                target=self.path,
             )
             try:
                 resp, fault = fake.dispatch(req)
@@ -391,7 +394,8 @@ def _make_handler(fake: FakeAPI) -> type[BaseHTTPRequestHandler]:
                 fake.record(req, None, fault)
                 self._drop()
                 return
-            payload = b"" if resp.body is None else json.dumps(resp.body).encode()
+            payload = resp.body if isinstance(resp.body, bytes) else (
+                b"" if resp.body is None else json.dumps(resp.body).encode())
             if fault == "malformed":
                 payload = payload[: max(1, len(payload) // 2)]
             fake.record(req, resp.status, fault)

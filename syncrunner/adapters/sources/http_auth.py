@@ -5,8 +5,10 @@
     {type: basic, username: ${X_USER}, password: ${X_PASSWORD}}
     {type: query, param: api_key, value: ${X_API_KEY}}
 
-Every credential value is registered with the redactor, whatever its variable is called, and the
-label used in error messages names the environment variable(s) it came from, never the value."""
+Every credential value is registered with the redactor, whatever its variable is called (basic
+auth's `user:password` too, for its base64), and so is the header or parameter name that carries
+it, so its value is hidden by position as well. The label used in error messages names the
+environment variable(s) it came from, never the value."""
 from __future__ import annotations
 
 import re
@@ -16,7 +18,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from ...redact import register_secret
+from ...redact import register_auth_name, register_basic_auth, register_secret
 
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -42,14 +44,16 @@ class Auth:
         if kind == "header":
             name, value = options.get("name", "Authorization"), str(options["value"])
             register_secret(value)
+            register_auth_name(name)
             return cls(kind, headers={name: value}, label=f"{name} header{where}")
         if kind == "basic":
             user, password = str(options["username"]), str(options.get("password", ""))
-            register_secret(password)
+            register_basic_auth(user, password)
             return cls(kind, basic=(user, password), label=f"basic auth user/password{where}")
         if kind == "query":
             param, value = options["param"], str(options["value"])
             register_secret(value)
+            register_auth_name(param)
             return cls(kind, params={param: value}, label=f"API key in query parameter '{param}'{where}")
         return cls()
 

@@ -195,10 +195,11 @@ def _cause(problem: str) -> str:
 
 
 def _short(e: Exception) -> str:
-    text = str(e)
+    """Redacted before it is cut: a cut through a secret would leave its first half unmatched."""
+    text = redact(e)
     return text if len(text) < 300 else text[:300] + "..."
 
 
 def _body(resp: requests.Response, limit: int = 500) -> str:
-    text = resp.text.strip().replace("\n", " ")
-    return redact(text if len(text) <= limit else text[:limit] + "...")
+    text = redact(resp.text.strip().replace("\n", " "))
+    return text if len(text) <= limit else text[:limit] + "..."
