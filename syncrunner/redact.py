@@ -1,14 +1,15 @@
 """Secret redaction: no secret leaves the process or lands in a table, in any encoding.
 
-redact() runs on every log line (RedactingFilter, on the handler), every error message and every
-value written to SyncHistory or the dead-letter table (runtime/history.py). It hides secrets two ways:
+redact() runs on every log line (RedactingFilter, on the handler), everything the CLI prints
+(RedactingStream), every error message and every value written to SyncHistory or the dead-letter
+table (their column types, runtime/sqltypes.py). It hides secrets two ways:
 
 * by value: a secret is registered once, when it is read (a ${VAR} with a credential-like name or
   under `source.auth`, a URL's password, every auth value), together with the forms it takes on the
-  wire and in an API's error body: percent-encoded (quote and quote_plus; hex in either case: the
-  whole match ignores case), base64 (standard and urlsafe, padded or not, and any stretch of a
-  longer base64 text, so the `user:password` of basic auth too) and JSON- or repr-escaped (`\\/`,
-  `\\u00e9`, `\\"`). Every form of every secret is one compiled regex (a trie), rebuilt on register.
+  wire and in an API's error body: percent-encoded (quote and quote_plus, hex in either case),
+  base64 (standard and urlsafe, padded or not, and any stretch of a longer base64 text, so the
+  `user:password` of basic auth too) and JSON- or repr-escaped (`\\/`, `\\u00e9`, `\\"`). Every form
+  of every secret is in one regex (a prefix tree), compiled at the first use after a register.
 * by position: whatever stands in a URL's password, in an auth query parameter (`api_key=...`) or
   in an auth header (`Authorization: ...`, `"X-Auth-Token": "..."`), registered or not."""
 from __future__ import annotations
@@ -93,10 +94,10 @@ def register_basic_auth(user: str, password: str) -> None:
 
 def register_auth_name(name: str | None) -> None:
     """A header or query parameter that carries a credential: its value is hidden by position too."""
-    global _by_position
-    if name and name.lower() not in _names:
+    global _quick, _by_position
+    if name and name not in _names:
         with _lock:
-            _names.add(name.lower())
+            _names.add(name)
             _quick, _by_position = _positional(_names)
 
 

@@ -20,7 +20,7 @@ from urllib.parse import quote, quote_plus
 import pytest
 import sqlalchemy as sa
 
-from syncrunner.redact import redact, register_basic_auth, register_secret
+from syncrunner.redact import redact, register_auth_name, register_basic_auth, register_secret
 from tests.fakes.echo import EchoAPI
 
 KEY = "Tk+9f8e/7d6c5b4a=="                 # the API key, sent as ?api_key=
@@ -187,3 +187,11 @@ def test_redact_hides_each_encoding():
 ])
 def test_credentials_are_hidden_by_position_unregistered(text, shown):
     assert redact(text) == shown
+
+
+def test_a_spec_named_auth_parameter_or_header_is_hidden_by_position():
+    register_auth_name("sig")
+    register_auth_name("X-Vendor-Cred")
+    assert redact("GET /x?sig=NotRegistered11&page=2") == "GET /x?sig=***&page=2"
+    assert redact("x-vendor-cred: NotRegistered12") == "x-vendor-cred: ***"
+    assert redact('{"X-Vendor-Cred": "NotRegistered13"}') == '{"X-Vendor-Cred": "***"}'
