@@ -10,6 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..redact import redact
 from .sqltypes import JSONValue, RedactedJSON, RedactedText, UTCDateTime
 from .deadletter import dead_letter  # noqa: F401 - part of this module's interface
 from .stats import Stats
@@ -191,8 +192,8 @@ def add_dead_letters(conn: sa.Connection, rows: list[dict]) -> int:
                     d.crm_source == first["crm_source"], d.sync_type == first["sync_type"],
                     d.record_key.in_(keys[i:i + 500]))))
 
-    def ident(r: dict) -> tuple:
-        return r["record_key"], r["action"], r["field"], r["reason"], r["raw_record"]
+    def ident(r: dict) -> tuple:  # as stored: reason and raw record redacted
+        return r["record_key"], r["action"], r["field"], redact(r["reason"]), redact(r["raw_record"])
 
     fresh = [r for r in rows if ident(r) not in known]
     if fresh:
