@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # imported where used: a mapping worker unpickles specs and n
 
     from .yamlpos import Located
 
-FIELD_TYPES = ("string", "integer", "decimal", "boolean", "date", "datetime", "json")
+FIELD_TYPES = ("string", "integer", "decimal", "boolean", "date", "datetime", "time", "json")
 
 
 @dataclass(frozen=True)

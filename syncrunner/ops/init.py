@@ -79,7 +79,7 @@ def spec_type(t: sa.types.TypeEngine) -> tuple[str | None, dict, str]:
     if isinstance(t, sa.Date):
         return "date", {}, ""
     if isinstance(t, sa.Time):
-        return "string", {}, "time of day"
+        return "time", {}, ""
     if isinstance(t, sa.JSON):
         return "json", {}, ""
     if isinstance(t, (sa.LargeBinary, sa.types._Binary)):

@@ -30,6 +30,8 @@ def _zero_date(s: str) -> bool:
 
 
 def to_string(v: Any) -> str:
+    if isinstance(v, dt.timedelta):  # a MySQL TIME read into a string field: zero-padded, sortable
+        return _timedelta_text(v)
     if isinstance(v, bytes):
         return v.decode("utf-8", errors="replace")
     if isinstance(v, (dict, list)):
@@ -104,6 +106,45 @@ def to_date(v: Any) -> dt.date:
         return dt.date.fromisoformat(s[:10])
     except ValueError:
         raise ValueError(f"{v!r} is not a date (YYYY-MM-DD)") from None
+
+
+_TIME = re.compile(r"(-)?(\d{1,3}):(\d{2})(?::(\d{2})(\.\d{1,6})?)?")
+_DAY = dt.timedelta(days=1)
+
+
+def _timedelta_text(v: dt.timedelta) -> str:
+    """A MySQL TIME (a timedelta, maybe negative or beyond 24 h) as `[-]HH:MM:SS[.ffffff]`."""
+    sign, v = ("-", -v) if v < dt.timedelta(0) else ("", v)
+    hours, rest = divmod(v, dt.timedelta(hours=1))
+    minutes, rest = divmod(rest, dt.timedelta(minutes=1))
+    frac = f".{rest.microseconds:06d}" if rest.microseconds else ""
+    return f"{sign}{hours:02d}:{minutes:02d}:{rest.seconds:02d}{frac}"
+
+
+def to_time(v: Any) -> dt.time:
+    """A time of day, 00:00:00 <= t < 24:00:00, without a zone. MySQL TIME arrives as a timedelta
+    and may be negative or beyond 24 h (an elapsed time, not a time of day): that is a bad value."""
+    if isinstance(v, dt.datetime):
+        raise ValueError(f"{v!r} is a date-time, not a time of day")
+    if isinstance(v, dt.time):
+        if v.tzinfo is not None:
+            raise ValueError(f"{v.isoformat()!r} has a zone offset: use a datetime field")
+        return v
+    if isinstance(v, dt.timedelta):
+        td = v
+    else:
+        m = _TIME.fullmatch(str(v).strip())
+        if not m:
+            raise ValueError(f"{v!r} is not a time of day (HH:MM[:SS[.ffffff]])")
+        sign, h, mi, s, frac = m.groups()
+        if int(mi) > 59 or int(s or 0) > 59:
+            raise ValueError(f"{v!r} is not a time of day (HH:MM[:SS[.ffffff]])")
+        td = dt.timedelta(hours=int(h), minutes=int(mi), seconds=int(s or 0),
+                          microseconds=int((frac or ".0")[1:].ljust(6, "0")))
+        td = -td if sign else td
+    if not dt.timedelta(0) <= td < _DAY:
+        raise ValueError(f"{_timedelta_text(td)!r} is outside 00:00:00-23:59:59.999999 (not a time of day)")
+    return (dt.datetime.min + td).time()
 
 
 class DayOffsets(dict):
@@ -185,5 +226,6 @@ def coercer(type_name: str, *, tz: str = "UTC", precision: int = 18, scale: int 
         "boolean": lambda: to_boolean,
         "date": lambda: to_date,
         "datetime": lambda: make_datetime(tz, offsets),
+        "time": lambda: to_time,
         "json": lambda: to_json,
     }[type_name]()

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.types import TypeDecorator
 
 from ..redact import redact, redact_value
@@ -71,16 +73,67 @@ class RedactedJSON(JSONValue):
         return redact_value(value)
 
 
+class ExactDecimal(sa.Numeric):
+    """DECIMAL(p, s) on PostgreSQL and MySQL. SQLite has no exact decimal: a NUMERIC column stores
+    most values as REAL (8-byte float), so sums drift. There the column is declared DECIMAL_TEXT
+    (TEXT affinity) and holds the value's fixed-point text with exactly `scale` digits
+    ('12.50', '-0.07'): read back through syncrunner it is the same Decimal, and equal values have
+    equal text, so the merge's "differs" comparison stays exact."""
+
+    cache_ok = True
+
+    def __init__(self, precision: int = 18, scale: int = 4):
+        super().__init__(precision, scale, asdecimal=True)
+
+    def bind_processor(self, dialect):
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+        quantum = Decimal(1).scaleb(-(self.scale or 0))
+
+        def text(v):
+            if v is None:
+                return None
+            d = (v if isinstance(v, Decimal) else Decimal(str(v))).quantize(quantum)
+            return format(d.copy_abs() if d.is_zero() else d, "f")  # no '-0.00', no exponent
+        return text
+
+    def result_processor(self, dialect, coltype):
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+        # text from this type; REAL or INTEGER from a NUMERIC column an older version created
+        return lambda v: None if v is None else Decimal(v if isinstance(v, str) else repr(v))
+
+
+@compiles(ExactDecimal, "sqlite")
+def _sqlite_decimal(type_, compiler, **kw) -> str:
+    return "DECIMAL_TEXT"  # contains TEXT and not INT: SQLite gives the column TEXT affinity
+
+
+class TimeOfDay(TypeDecorator):
+    """A time of day without zone: TIME on PostgreSQL, TIME(6) on MySQL (whose driver returns a
+    timedelta; SQLAlchemy turns it back into a time), and on SQLite the zero-padded, sortable text
+    'HH:MM:SS.ffffff' (SQLAlchemy's SQLite TIME)."""
+
+    impl = sa.Time
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.TIME(fsp=6))
+        return dialect.type_descriptor(sa.Time())
+
+
 def column_type(field_type: str, *, max_length: int | None = None, precision: int = 18, scale: int = 4):
     """The SQLAlchemy type for a spec field type."""
     if field_type == "string":
         return sa.String(max_length) if max_length else sa.Text()
     return {
         "integer": sa.BigInteger(),
-        "decimal": sa.Numeric(precision, scale),
+        "decimal": ExactDecimal(precision, scale),
         "boolean": sa.Boolean(),
         "date": sa.Date(),
         "datetime": UTCDateTime(),
+        "time": TimeOfDay(),
         "json": JSONValue(),
     }[field_type]
 
@@ -93,6 +146,8 @@ def type_family(t: sa.types.TypeEngine) -> str:
         return "boolean"
     if isinstance(t, sa.Date):
         return "date"
+    if isinstance(t, (sa.Time, TimeOfDay)):
+        return "time"
     if isinstance(t, sa.Integer):
         return "integer"
     if isinstance(t, (sa.Numeric, sa.Float)):

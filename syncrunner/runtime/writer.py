@@ -90,7 +90,7 @@ class Writer:
                 continue
             want = type_family(col.type)
             have = type_family(stored[col.name]["type"])
-            if want != have and not (want == "boolean" and have == "integer"):
+            if want != have and (want, have) not in self._compatible():
                 conflicts.append(f"column {col.name}: stored {have} ({stored[col.name]['type']}), "
                                  f"spec says {want}")
         if conflicts:
@@ -99,6 +99,14 @@ class Writer:
                 + ". syncrunner never changes a column type silently: migrate the column yourself "
                   "(ALTER TABLE ...) or rename the field.")
         return None, missing
+
+    def _compatible(self) -> set[tuple[str, str]]:
+        """(spec family, stored family) pairs that are the same column: a decimal on SQLite is
+        declared DECIMAL_TEXT, which reflects as text (see sqltypes.ExactDecimal)."""
+        pairs = {("boolean", "integer")}
+        if self.engine.dialect.name == "sqlite":
+            pairs.add(("decimal", "string"))
+        return pairs
 
     def add_column_sql(self, col: sa.Column) -> str:
         spec = sa.schema.CreateColumn(col).compile(dialect=self.engine.dialect)

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import sqlalchemy as sa
 
-from ...runtime.sqltypes import UTCDateTime
+from ...runtime.sqltypes import TimeOfDay, UTCDateTime
 from .base import MergePlan, TargetDialect, bind_value
 from .copytext import NULL, ColumnEncoder, booleans, copy_text, dates, encode_rows, ints, texts, timestamps
 
@@ -24,8 +24,8 @@ def column_encoder(col: sa.Column, dialect: sa.Dialect) -> ColumnEncoder:
         return booleans
     if isinstance(t, (sa.Integer, sa.Numeric)) and not isinstance(t, sa.Float):
         return ints
-    if isinstance(t, sa.Date) and not isinstance(t, sa.DateTime):
-        return dates
+    if isinstance(t, (sa.Date, TimeOfDay)) and not isinstance(t, sa.DateTime):
+        return dates  # isoformat(): a time of day too
     if isinstance(t, sa.String) and t._cached_bind_processor(dialect) is None:
         return texts
     bind = bind_value(t, dialect)
