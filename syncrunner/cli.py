@@ -216,7 +216,12 @@ def plan(spec_path: str, **kw) -> None:
     except SpecError as e:
         click.echo(str(e), err=True)
         sys.exit(EXIT_FAILED)
-    click.echo(plan_text(spec, opts, kw["target_url"] or default_target_url()))
+    try:
+        text = plan_text(spec, opts, kw["target_url"] or default_target_url())
+    except SpecError as e:  # a name the source query does not return
+        click.echo(str(e), err=True)
+        sys.exit(EXIT_FAILED)
+    click.echo(text)
 
 
 @main.command()

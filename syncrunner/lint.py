@@ -59,6 +59,9 @@ def semantic_problems(data: dict, loc: Located, fname: str) -> list:
             if ctype not in ("datetime", "date", "integer", "decimal", "string", None):
                 add(("source", "cursor"), f"cursor field '{direct[cursor]}' has type {ctype}; "
                                           "use datetime, date or integer")
+    if source.get("sorted_by_cursor") is True and not source.get("cursor"):
+        add(("source", "sorted_by_cursor"), "sorted_by_cursor: true needs a cursor: (the field the "
+                                            "records are sorted by); add source.cursor")
     skey = source.get("key")
     for k in ([skey] if isinstance(skey, str) else skey if isinstance(skey, list) else []):
         if isinstance(k, str) and fields and k not in direct:

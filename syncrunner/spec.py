@@ -255,8 +255,14 @@ def _explain(err: jsonschema.ValidationError, loc: Located, fname: str) -> list[
     if err.validator in ("oneOf", "anyOf", "allOf") and err.context:
         from jsonschema.exceptions import best_match
 
-        best = best_match(err.context)
+        branch = _chosen_branch(err)  # `type: cursor` picks its branch: say what that one misses
+        pool = [e for e in err.context if e.relative_schema_path and e.relative_schema_path[0] == branch]
+        best = best_match(pool or err.context)
         return _explain(best, loc, fname)
+    if err.instance is None and err.validator in ("type", "enum") and isinstance(err.schema, dict) \
+            and "null" in (err.schema.get("enum") or ()):
+        return [Problem(fname, loc.line_of(path), _key_str(path),
+                        f'unquoted null is YAML for "no value": write {path[-1]}: "null" (quoted)')]
     if err.validator == "required":
         return [Problem(fname, loc.line_of(path), _key_str(path), err.message)]
     if err.validator == "enum":
@@ -266,6 +272,18 @@ def _explain(err: jsonschema.ValidationError, loc: Located, fname: str) -> list[
     else:
         msg = err.message
     return [Problem(fname, loc.line_of(path), _key_str(path), msg)]
+
+
+def _chosen_branch(err: jsonschema.ValidationError) -> int | None:
+    """The oneOf/anyOf branch whose `type` (const or enum) is the instance's `type`, if one is."""
+    if not isinstance(err.instance, dict) or not isinstance(err.validator_value, list):
+        return None
+    for i, sub in enumerate(err.validator_value):
+        t = sub.get("properties", {}).get("type", {}) if isinstance(sub, dict) else {}
+        if "type" in err.instance and (t.get("const") == err.instance["type"]
+                                       or err.instance["type"] in (t.get("enum") or ())):
+            return i
+    return None
 
 
 def _declared_keys(schema: dict) -> set[str]:

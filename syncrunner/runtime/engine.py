@@ -19,11 +19,13 @@ import sqlalchemy as sa
 from ..adapters.sources.base import Chunk, Source, make_source
 from ..envvars import map_workers_from_env, slot_wait_from_env, target_retry_seconds
 from ..redact import redact
-from ..spec import Spec
+from ..spec import Spec, SpecError
 from . import history
 from .deletes import DeleteSweep
+from .dryrun import TargetPreview
 from .heartbeat import Heartbeat
 from .locks import LockBusy, LockLost, RunGuard
+from .columns import check_columns
 from .chunkmap import MappedChunk, key_text, map_chunk, max_cursor
 from .fingerprint import uses_fingerprints
 from .fplookup import Prepared, UnchangedSkipper
@@ -32,7 +34,8 @@ from .mapworkers import START_AFTER_ROWS, MapPool
 from .pipeline import WriteAhead
 from .signals import StopRequest
 from .stats import Stats
-from .strategy import RunOptions, Window, check_options, decide, format_watermark, parse_watermark
+from .strategy import (RunOptions, Window, check_options, decide, decide_readonly, format_watermark,
+                       parse_watermark)
 from .target import shared_target_engine, target_exists
 from .writer import Writer
 
@@ -128,6 +131,14 @@ class SyncRun:
             return RunResult(spec, "skipped", self.stats, notes=["disabled"])
         started = time.monotonic()
         self.source = self.source or make_source(spec)
+        try:
+            check_columns(spec, self.source)
+        except SpecError as e:  # a name the query does not return would read NULL for every record
+            self.source.close()
+            log.error("Not starting %s %s sync: %s", spec.crm, spec.entity, e)
+            result = RunResult(spec, "failed", self.stats, seconds=time.monotonic() - started, error=str(e))
+            self._notify_finished(result)
+            return result
         engine = shared_target_engine(self.target_url)
         try:
             if opts.dry_run:
@@ -142,30 +153,43 @@ class SyncRun:
         log.info("Starting %s %s sync (dry run: nothing will be written): %s", self.spec.crm,
                  self.spec.entity, window.reason)
         self._notify_started(window, self.source.count(window) if self.count_total else None)
+        preview = TargetPreview(engine, self.spec, force=self.opts.force,
+                                skip_validation=self.opts.skip_validation,
+                                target_exists=target_exists(self.target_url))
         chunk_no = 0
         watermark = None
         for chunk in self.source.chunks(window, window.position, self.opts.max_records):
             chunk_no += 1
-            mc = map_chunk(self.spec, self.mapper, self.key_getters, chunk.records, 0)
+            mc = map_chunk(self.spec, self.mapper, self.key_getters, chunk.records, 0,
+                           fps=preview.fingerprints(chunk.records, chunk.raw))
+            for b in mc.bad:
+                self._log_bad(b.key, b.field, b.value, b.reason)
+            would = preview.count(mc.rows)
+            mc.stats.created, mc.stats.updated = would.created, would.updated
+            mc.stats.unchanged, mc.stats.stale = mc.stats.unchanged + would.unchanged, would.stale
             self.stats.add(mc.stats)
             watermark = max_cursor([{self.cursor_field: mc.max_cursor}], self.cursor_field, watermark)
             for obs in self.observers:
                 obs.chunk_done(self.spec, chunk_no, self.stats)
         result = RunResult(self.spec, "dry-run", self.stats, window, seconds=time.monotonic() - started,
                            watermark=format_watermark(watermark))
+        s = self.stats
+        result.notes.append(f"dry run: would create {s.created:,}, update {s.updated:,}, leave {s.unchanged:,} "
+                            f"unchanged and {s.stale:,} stale (older than stored), reject {s.failed:,}; "
+                            f"{s.warnings:,} validation warning(s); nothing written")
         if self.spec.deletes.mode == "sweep":
             result.notes.append("deletes: not swept: --dry-run")
-        log.info("Dry run of %s %s: %d fetched, %d valid, %d failed validation; nothing written",
-                 self.spec.crm, self.spec.entity, self.stats.fetched,
-                 self.stats.fetched - self.stats.failed, self.stats.failed)
+        log.info("Dry run of %s %s: %d fetched, %d created, %d updated, %d unchanged, %d stale, %d failed, "
+                 "%d validation warnings; nothing written", self.spec.crm, self.spec.entity, s.fetched,
+                 s.created, s.updated, s.unchanged, s.stale, s.failed, s.warnings)
         self._notify_finished(result)
         return result
 
     def _window_readonly(self, engine: sa.Engine) -> Window:
-        if not target_exists(self.target_url):
-            return decide(self.spec, self.opts, None)
-        with engine.connect() as conn:
-            return decide(self.spec, self.opts, conn if history.tables_exist(conn) else None)
+        window, note = decide_readonly(self.spec, self.opts, engine, target_exists(self.target_url))
+        if note:
+            log.info("%s: %s", self.spec.name, note)
+        return window
 
     # -- locks around the real run -----------------------------------------------------------------
     def _guarded_run(self, engine: sa.Engine, started: float) -> RunResult:

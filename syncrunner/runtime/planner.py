@@ -1,41 +1,50 @@
-"""`syncrunner plan`: what a run would do, without moving data."""
+"""`syncrunner plan`: what a run would do, without moving data: the window (resume included, as
+`run` would take it), the column-by-column mapping checked against the query's real columns, the
+first fetch and the DDL."""
 from __future__ import annotations
 
 import json
 
+import sqlalchemy as sa
+
 from ..adapters.sources.base import make_source
 from ..redact import redact, redact_url
-from ..spec import Spec
-from . import history
-from .strategy import RunOptions, decide
+from ..spec import Spec, SpecError
+from .columns import check_columns, mapping_lines
+from .strategy import RunOptions, decide_readonly, describe_position
 from .target import make_engine, target_exists
 from .writer import Writer
 
 
 def plan_text(spec: Spec, opts: RunOptions, target_url: str) -> str:
+    """The plan; raises SpecError when the spec names a column the source query does not return."""
     engine = make_engine(target_url)
     lines = [f"spec:    {spec.path} ({spec.name}, digest {spec.digest})",
              f"target:  {redact_url(target_url)} table {spec.target.table}"]
     try:
-        if target_exists(target_url):
+        exists = target_exists(target_url)
+        window, note = decide_readonly(spec, opts, engine, exists)
+        if exists:
             with engine.connect() as conn:
-                window = decide(spec, opts, conn if history.tables_exist(conn) else None)
                 create, missing = Writer(engine, spec, force=opts.force).schema_changes(conn)
         else:  # a SQLite file that does not exist yet: connecting would create it
-            window = decide(spec, opts, None)
-            import sqlalchemy as sa
             w = Writer(engine, spec, force=opts.force)
             create = str(sa.schema.CreateTable(w.table).compile(dialect=engine.dialect)).strip()
             missing = []
         lines.append(f"window:  {window.mode}: since={window.as_config()['since']} until={window.as_config()['until']}")
+        if note:
+            lines.append(f"note:    {note}")
         lines.append(f"why:     {window.reason}")
         if window.position:
-            lines.append(f"resume:  after {json.dumps(window.position)}")
+            lines.append(f"resume:  run {window.resume_run}'s checkpoint: after {describe_position(window.position)}")
         source = make_source(spec)
         try:
+            columns = check_columns(spec, source)
             desc = source.describe(window)
         finally:
             source.close()
+        lines.append("mapping (target column, type <- source):")
+        lines += mapping_lines(spec, columns)
         lines.append("first fetch:")
         lines += ["  " + line for line in json.dumps(desc, indent=2, default=str).splitlines()]
         if create:
@@ -50,3 +59,6 @@ def plan_text(spec: Spec, opts: RunOptions, target_url: str) -> str:
     finally:
         engine.dispose()
     return redact("\n".join(lines))
+
+
+__all__ = ["plan_text", "SpecError"]

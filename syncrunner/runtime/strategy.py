@@ -117,8 +117,10 @@ def format_watermark(value: Any) -> str | None:
     return _text(value)
 
 
-def decide(spec: Spec, opts: RunOptions, conn: sa.Connection | None) -> Window:
-    """conn: a connection to the target with the history tables, or None when there are none yet."""
+def decide(spec: Spec, opts: RunOptions, conn: sa.Connection | None, *, dead_running: bool = False) -> Window:
+    """conn: a connection to the target with the history tables, or None when there are none yet.
+    `dead_running`: a `running` latest run is dead (nobody holds its lock); a real run would mark
+    it failed first and resume it, so a read-only caller (plan, --dry-run) treats it as failed."""
     tz = spec.source.timezone
     until = _end_of_day(opts.end_date, tz)
     cursor_type = spec.fields[spec.cursor_field].type if spec.cursor_field else None
@@ -144,13 +146,57 @@ def decide(spec: Spec, opts: RunOptions, conn: sa.Connection | None) -> Window:
         else:
             window = Window("initial", "no completed SyncHistory run: fetching everything", until=until)
     if conn is not None:
-        _attach_resume(window, spec, conn)
+        _attach_resume(window, spec, conn, dead_running)
     return window
 
 
-def _attach_resume(window: Window, spec: Spec, conn: sa.Connection) -> None:
+def decide_readonly(spec: Spec, opts: RunOptions, engine: sa.Engine, exists: bool) -> tuple[Window, str | None]:
+    """The window a real run would take now, without writing anything (plan, --dry-run), and a
+    note when the latest run is still `running`: dead (a real run marks it failed and resumes it)
+    or alive (a real run would find the entity locked)."""
+    if not exists:
+        return decide(spec, opts, None), None
+    from .locks import entity_lock_free
+    with engine.connect() as conn:
+        if not history.tables_exist(conn):
+            return decide(spec, opts, None), None
+        latest = history.latest_run(conn, spec.crm, spec.entity)
+    note, dead = None, False
+    if latest is not None and latest.status == "running":
+        dead = entity_lock_free(engine, spec.crm, spec.entity)
+        note = (f"SyncHistory run {latest.id} is still marked running but no process holds its lock: "
+                f"a run marks it failed first" if dead else
+                f"SyncHistory run {latest.id} is running now: a run would exit with code 4 (or --wait)")
+    with engine.connect() as conn:
+        return decide(spec, opts, conn, dead_running=dead), note
+
+
+def describe_position(position: dict, limit: int = 240) -> str:
+    """A resume position in one short line: long lists (an HTTP source's keys seen at the cursor
+    value, thousands of them) are counted, not printed."""
+    from .codec import decode
+
+    def short(v: Any) -> str:
+        v = decode(v)
+        return v.isoformat() if hasattr(v, "isoformat") else str(v)
+
+    parts = []
+    for k, v in position.items():
+        if isinstance(v, list) and len(v) > 3:
+            text = f"{len(v):,} values ({', '.join(map(short, v[:2]))}, ...)"
+        elif isinstance(v, list):
+            text = "(" + ", ".join(map(short, v)) + ")"
+        else:
+            text = short(v)
+        parts.append(f"{k}={text}")
+    line = ", ".join(parts)
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+def _attach_resume(window: Window, spec: Spec, conn: sa.Connection, dead_running: bool = False) -> None:
     latest = history.latest_run(conn, spec.crm, spec.entity)
-    if latest is None or latest.status != "failed" or not latest.checkpoint:
+    resumable = ("failed", "running") if dead_running else ("failed",)
+    if latest is None or latest.status not in resumable or not latest.checkpoint:
         return
     cp = latest.checkpoint
     if cp.get("window") == window.as_config() and cp.get("position") is not None:

@@ -205,6 +205,16 @@ class SqlSource:
                 total += int(conn.execute(sa.text(f"SELECT COUNT(*) FROM ({sql}) c"), params).scalar_one())
         return total
 
+    def result_columns(self) -> list[str]:
+        """The query's output column names, from one `SELECT * FROM (<query>) src LIMIT 0`: the
+        server plans the query and returns its columns without reading a row."""
+        unbounded = Window("initial", "column probe")
+        sql, params = self.build(unbounded, PHASE_ALL, None, 0, ordered=False)
+        with self.engine.connect() as conn:
+            columns = list(conn.execute(sa.text(sql), params).keys())
+            conn.rollback()
+        return columns
+
     def describe(self, window: Window) -> dict:
         phases = self._phases(window)
         sql, params = self.build(window, phases[0], None, max(self.src.chunk_size, STREAM_SPAN))
