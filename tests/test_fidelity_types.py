@@ -69,6 +69,7 @@ def test_decimals_and_times_read_back_exactly_on_every_target(tmp_path, mysql_ur
     if target_url.startswith("sqlite"):            # stored text: exact, zero-padded, sortable
         raw = dict(rows(target_url, "SELECT id, quoted FROM shop_quotes WHERE id IN (1, 2)"))
         assert {type(v) for v in raw.values()} == {str} and raw[1] == str(_quote(1))
+        assert rows(target_url, "SELECT COUNT(*) FROM shop_quotes WHERE typeof(quoted) <> 'text'")[0][0] == 0
         times = [r[0] for r in rows(target_url, "SELECT opens FROM shop_quotes ORDER BY opens")]
         assert times == sorted(t.isoformat("microseconds") for t in (r.opens for r in got.values()))
         assert rows(target_url, "SELECT opens FROM shop_quotes WHERE id = 1")[0][0] == "00:00:37.000000"
@@ -91,3 +92,18 @@ def test_time_values():
             raise AssertionError(bad)
     assert to_string(dt.timedelta(hours=9, minutes=30)) == "09:30:00"      # was '9:30:00'
     assert to_string(-dt.timedelta(hours=100, microseconds=5)) == "-100:00:00.000005"
+
+
+def test_an_older_numeric_decimal_column_on_sqlite_still_works_and_is_flagged(tmp_path, mysql_url, sqlite_url, caplog):
+    from tests.helpers import make_source, sync, write_spec
+    make_source(mysql_url, 10)
+    engine = create_engine(sqlite_url)
+    with engine.begin() as c:  # the table as syncrunner created it before decimals were text
+        c.execute(sa.text("CREATE TABLE items (id BIGINT PRIMARY KEY, name TEXT NOT NULL, email TEXT, "
+                          "amount NUMERIC(12, 2), seen_on DATE, updated_at DATETIME NOT NULL, "
+                          "_sr_fingerprint BIGINT)"))
+    engine.dispose()
+    caplog.set_level("WARNING", logger="syncrunner.writer")
+    assert sync(write_spec(tmp_path), mysql_url, sqlite_url).status == "success"
+    assert "items.amount is NUMERIC(12, 2), which SQLite stores as 8-byte floats" in caplog.text
+    assert rows(sqlite_url, "SELECT typeof(amount) FROM items WHERE id = 3")[0][0] == "real"

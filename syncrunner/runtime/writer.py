@@ -90,6 +90,11 @@ class Writer:
                 continue
             want = type_family(col.type)
             have = type_family(stored[col.name]["type"])
+            if want == have == "decimal" and self.engine.dialect.name == "sqlite":
+                log.warning("%s: column %s.%s is %s, which SQLite stores as 8-byte floats (inexact); "
+                            "tables created now hold decimals as exact text (DECIMAL_TEXT): recreate "
+                            "the column to get exact values", self.spec.name, self.table.name, col.name,
+                            stored[col.name]["type"])
             if want != have and (want, have) not in self._compatible():
                 conflicts.append(f"column {col.name}: stored {have} ({stored[col.name]['type']}), "
                                  f"spec says {want}")
