@@ -258,13 +258,16 @@ def _explain(err: jsonschema.ValidationError, loc: Located, fname: str) -> list[
         branch = _chosen_branch(err)  # `type: cursor` picks its branch: say what that one misses
         pool = [e for e in err.context if e.relative_schema_path and e.relative_schema_path[0] == branch]
         best = best_match(pool or err.context)
+        if pool and best.validator == "required":
+            return [Problem(fname, loc.line_of(path), _key_str(path),
+                            f"{_missing(best)} is missing (type: {err.instance['type']} needs it)")]
         return _explain(best, loc, fname)
     if err.instance is None and err.validator in ("type", "enum") and isinstance(err.schema, dict) \
             and "null" in (err.schema.get("enum") or ()):
         return [Problem(fname, loc.line_of(path), _key_str(path),
                         f'unquoted null is YAML for "no value": write {path[-1]}: "null" (quoted)')]
     if err.validator == "required":
-        return [Problem(fname, loc.line_of(path), _key_str(path), err.message)]
+        return [Problem(fname, loc.line_of(path), _key_str(path), f"{_missing(err)} is missing")]
     if err.validator == "enum":
         msg = f"{err.instance!r} is not one of {', '.join(map(str, err.validator_value))}"
     elif err.validator == "type":
@@ -272,6 +275,11 @@ def _explain(err: jsonschema.ValidationError, loc: Located, fname: str) -> list[
     else:
         msg = err.message
     return [Problem(fname, loc.line_of(path), _key_str(path), msg)]
+
+
+def _missing(err: jsonschema.ValidationError) -> str:
+    """The key a `required` error names ("'next' is a required property" -> 'next')."""
+    return err.message.split(" is a required property")[0]
 
 
 def _chosen_branch(err: jsonschema.ValidationError) -> int | None:

@@ -153,7 +153,7 @@ def test_lint_says_what_is_wrong(tmp_path):
     res = cli("lint", spec, env=cli_env("", ""))
     assert res.returncode == 1
     out = res.stdout + res.stderr
-    assert f"{spec}:8: source.pagination: 'next' is a required property" in out, out
+    assert f"{spec}:8: source.pagination: 'next' is missing (type: cursor needs it)" in out, out
     assert "unknown key 'param'" not in out
     assert f"{spec}:10: source.sorted_by_cursor: sorted_by_cursor: true needs a cursor" in out, out
     assert f'{spec}:14: fields.email.on_invalid: unquoted null is YAML for "no value": ' \
