@@ -65,9 +65,9 @@ class TargetPreview:
                 out.unchanged += 1
         return out
 
-    def fingerprints(self, records, raw) -> list[int] | None:
+    def fingerprints(self, records: list[dict]) -> list[int] | None:
         """The chunk's source-row fingerprints, when a real run would look them up."""
-        return self.fingerprinter.of(records, raw) if self.fingerprinter is not None else None
+        return self.fingerprinter.of(records) if self.fingerprinter is not None else None
 
     def _stale(self, row: dict, old: dict) -> bool:
         if self.cursor is None:

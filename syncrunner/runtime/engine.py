@@ -161,7 +161,7 @@ class SyncRun:
         for chunk in self.source.chunks(window, window.position, self.opts.max_records):
             chunk_no += 1
             mc = map_chunk(self.spec, self.mapper, self.key_getters, chunk.records, 0,
-                           fps=preview.fingerprints(chunk.records, chunk.raw))
+                           fps=preview.fingerprints(chunk.records))
             for b in mc.bad:
                 self._log_bad(b.key, b.field, b.value, b.reason)
             would = preview.count(mc.rows)

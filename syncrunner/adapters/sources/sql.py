@@ -208,8 +208,9 @@ class SqlSource:
     def result_columns(self) -> list[str]:
         """The query's output column names, from one `SELECT * FROM (<query>) src LIMIT 0`: the
         server plans the query and returns its columns without reading a row."""
-        unbounded = Window("initial", "column probe")
-        sql, params = self.build(unbounded, PHASE_ALL, None, 0, ordered=False)
+        inner = render_sql(self.src.options["query"], windowed=False).strip().rstrip(";")
+        params = {p: None for p in WINDOW_PARAMS.values() if ":" + p in inner}
+        sql = f"SELECT * FROM ({inner}) src LIMIT 0"  # no ORDER BY: the cursor or key may be missing
         with self.engine.connect() as conn:
             columns = list(conn.execute(sa.text(sql), params).keys())
             conn.rollback()
