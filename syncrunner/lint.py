@@ -1,5 +1,6 @@
 """Semantic checks a JSON Schema cannot express: mapped cursor and keys, compilable templates and
-expressions, safe use of the window in SQL, valid time zones and regexes."""
+expressions that stay inside the template sandbox (checked without rendering them), safe use of
+the window in SQL, valid time zones and regexes."""
 from __future__ import annotations
 
 import datetime as dt
@@ -9,7 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .runtime.mapping import plain_path
-from .runtime.templating import expression_problem, sql_template_problems
+from .runtime.templating import expression_problems, sql_template_problems, template_problems
 from .yamlpos import Located
 
 
@@ -29,8 +30,9 @@ def semantic_problems(data: dict, loc: Located, fname: str) -> list:
         if not isinstance(f, dict):
             continue
         if "expr" in f:
-            if isinstance(f["expr"], str) and (msg := expression_problem(f["expr"])):
-                add(("fields", name, "expr"), msg)
+            if isinstance(f["expr"], str):
+                for msg in expression_problems(f["expr"]):
+                    add(("fields", name, "expr"), msg)
         else:
             path = f.get("from", name)
             if isinstance(path, str):
@@ -86,10 +88,10 @@ def semantic_problems(data: dict, loc: Located, fname: str) -> list:
         if "://" not in source["url"]:
             add(("source", "url"), "not a database URL (expected e.g. mysql+pymysql://user@host/db)")
 
-    if source.get("kind") == "http" and isinstance(source.get("tie_break"), dict):
+    if source.get("kind") == "http":
         cfield = fields.get(direct.get(cursor)) if isinstance(cursor, str) else None
         ctype = cfield.get("type") if isinstance(cfield, dict) else None
-        for path, msg in tie_break_problems(source, ctype if isinstance(ctype, str) else None):
+        for path, msg in http_template_problems(source, ctype if isinstance(ctype, str) else None):
             add(("source",) + path, msg)
 
     deletes = data.get("deletes")
@@ -103,7 +105,7 @@ def semantic_problems(data: dict, loc: Located, fname: str) -> list:
 
     for i, rule in enumerate(data.get("validate") or []):
         if isinstance(rule, dict) and isinstance(rule.get("rule"), str):
-            if msg := expression_problem(rule["rule"]):
+            for msg in expression_problems(rule["rule"]):
                 add(("validate", i, "rule"), msg)
     return problems
 
@@ -162,6 +164,34 @@ def tie_break_problems(source: dict, cursor_type: str | None) -> list[tuple[tupl
             problems.append(((where, "json"), "must render to a JSON object (its keys replace the request's)"))
             break
     return problems
+
+
+def http_template_problems(source: dict, cursor_type: str | None) -> list[tuple[tuple, str]]:
+    """The request and tie_break templates, checked without rendering; only when every one passes
+    is a tie_break rendered for a sample tie (tie_break_problems)."""
+    problems = []
+    for block in ("request", "tie_break"):
+        if not isinstance(source.get(block), dict):
+            continue
+        for part in ("path", "params", "headers", "json"):
+            for path, text in _template_strings(source[block].get(part), (block, part)):
+                problems += [(path, msg) for msg in template_problems(text)]
+    if not problems and isinstance(source.get("tie_break"), dict):
+        problems = tie_break_problems(source, cursor_type)
+    return problems
+
+
+def _template_strings(value: Any, path: tuple):
+    """(path, text) of every string in a request part that the HTTP source compiles as a template."""
+    if isinstance(value, str):
+        if "{" in value:
+            yield path, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _template_strings(v, path + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _template_strings(v, path + (i,))
 
 
 def lint_paths(paths: list[str], env: Any = None) -> tuple[int, list]:

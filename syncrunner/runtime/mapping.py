@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from ..spec import FieldSpec, Spec
 from . import coerce, validators
 from .coerce import DataError
+from .templatecheck import TemplateRefused
 
 _SIMPLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
@@ -152,7 +153,8 @@ class Mapper:
         namedtuple do: no per-field loop, tuple unpacking or branches on flags known in advance.
         Only repr()s of field names and record keys enter the source text; functions and defaults
         are passed in by name."""
-        ns: dict[str, Any] = {"DataError": DataError, "Warning_": Warning_, "mapper": self,
+        ns: dict[str, Any] = {"DataError": DataError, "TemplateRefused": TemplateRefused, "Warning_": Warning_,
+                              "mapper": self,
                               "rules": tuple(self.rules) if rules else (), "datetime": dt.datetime, "Decimal": Decimal,
                               "UTC": dt.timezone.utc, "OFFSETS": self._offsets}
         out = ["def map_record(rec):", "    row = {}"]
@@ -171,6 +173,8 @@ class Mapper:
             else:
                 emit(1, "try:")
                 emit(2, f"raw = get{i}(rec)")
+                emit(1, "except TemplateRefused:  # the sandbox stopped the spec's expression: fail the run")
+                emit(2, "raise")
                 emit(1, "except Exception as e:  # an expression failing on odd data is a data error")
                 emit(2, f"raise DataError({n}, f'expression failed: {{e}}') from None")
             kind = self._types[name]
@@ -235,6 +239,8 @@ class Mapper:
             emit(1, "for rule, message in rules:")
             emit(2, "try:")
             emit(3, "ok = rule(row)")
+            emit(2, "except TemplateRefused:")
+            emit(3, "raise")
             emit(2, "except Exception as e:")
             emit(3, "raise DataError(None, f'rule failed to evaluate: {e}') from None")
             emit(2, "if not ok:")

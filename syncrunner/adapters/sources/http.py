@@ -26,7 +26,7 @@ import requests
 
 from ...redact import redact
 from ...runtime.strategy import Window
-from ...runtime.templating import ENV, compile_expression
+from ...runtime.templating import compile_expression, compile_text
 from ...spec import Spec
 from .base import Chunk, SourceMetrics
 from .http_auth import Auth
@@ -51,7 +51,7 @@ def compile_template(value: Any) -> Template:
         if single and "{{" not in single.group(1) and "}}" not in single.group(1):
             expr = compile_expression(single.group(1))  # keeps the value's type; None = leave out
             return lambda ctx: expr(**ctx)
-        t = ENV.from_string(value)
+        t = compile_text(value)
         return lambda ctx: t.render(**ctx)
     if isinstance(value, dict):
         parts = {k: compile_template(v) for k, v in value.items()}

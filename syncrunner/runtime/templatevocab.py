@@ -1,0 +1,123 @@
+"""What templates may use: the functions, filters and tests of syncrunner's Jinja environment.
+
+This is the whole vocabulary (templating.py builds the sandboxed environment from these tables,
+templatecheck.py refuses anything else, docsgen lists them in docs/spec-reference.md). A filter or
+function is here only when it reads no attribute by a name the template chooses and calls nothing
+the template passes in."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import jinja2
+from jinja2.filters import FILTERS as _JINJA_FILTERS
+from jinja2.tests import TESTS as _JINJA_TESTS
+
+
+def combine(date: Any, time: Any) -> dt.datetime | None:
+    """A date and a time-of-day (MySQL TIME arrives as a timedelta) into one datetime."""
+    if date is None:
+        return None
+    if isinstance(date, str):
+        date = dt.date.fromisoformat(date[:10])
+    if isinstance(date, dt.datetime):
+        date = date.date()
+    if time is None:
+        return dt.datetime.combine(date, dt.time())
+    if isinstance(time, dt.timedelta):
+        return dt.datetime.combine(date, dt.time()) + time
+    if isinstance(time, str):
+        time = dt.time.fromisoformat(time)
+    return dt.datetime.combine(date, time)
+
+
+def coalesce(*values: Any) -> Any:
+    for v in values:
+        if v is not None and v != "":
+            return v
+    return None
+
+
+def epoch_ms(value: Any) -> int | None:
+    """A datetime as epoch milliseconds (HubSpot filters); naive values are taken as UTC."""
+    if value is None or isinstance(value, jinja2.Undefined):
+        return None
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return int(round(value.timestamp() * 1000))
+
+
+def epoch_s(value: Any) -> int | None:
+    ms = epoch_ms(value)
+    return None if ms is None else ms // 1000
+
+
+def iso(value: Any) -> str | None:
+    """ISO 8601 text of a date or datetime (aware values keep their offset)."""
+    if value is None or isinstance(value, jinja2.Undefined):
+        return None
+    return value.isoformat()
+
+
+@dataclass(frozen=True)
+class Helper:
+    """One word of the template vocabulary: the function, how it is written, what it does."""
+    func: Callable
+    usage: str
+    doc: str
+
+
+def _jinja_filter(name: str, usage: str, doc: str) -> Helper:
+    return Helper(_JINJA_FILTERS[name], usage, doc)
+
+
+FUNCTIONS: dict[str, Helper] = {
+    "combine": Helper(combine, "combine(date, time)", "a date and a time of day (or a MySQL TIME) as one datetime"),
+    "coalesce": Helper(coalesce, "coalesce(a, b, ...)", "the first value that is neither null nor empty"),
+}
+FILTERS: dict[str, Helper] = {
+    "epoch_ms": Helper(epoch_ms, "since | epoch_ms", "a datetime as epoch milliseconds (naive = UTC); null stays null"),
+    "epoch_s": Helper(epoch_s, "since | epoch_s", "a datetime as epoch seconds (naive = UTC); null stays null"),
+    "iso": Helper(iso, "since | iso", "ISO 8601 text of a date or datetime; null stays null"),
+    "abs": _jinja_filter("abs", "x | abs", "absolute value"),
+    "capitalize": _jinja_filter("capitalize", "s | capitalize", "first letter upper case, the rest lower case"),
+    "default": _jinja_filter("default", "x | default(y)", "y when x is undefined (`default(y, true)`: also when x is false or empty)"),
+    "first": _jinja_filter("first", "xs | first", "the first item"),
+    "float": _jinja_filter("float", "x | float", "as a float (0.0 when it is not a number)"),
+    "int": _jinja_filter("int", "x | int", "as an integer (0 when it is not a number)"),
+    "join": _jinja_filter("join", "xs | join(', ')", "the items as one string"),
+    "last": _jinja_filter("last", "xs | last", "the last item"),
+    "length": _jinja_filter("length", "xs | length", "the number of items or characters"),
+    "lower": _jinja_filter("lower", "s | lower", "lower case"),
+    "max": _jinja_filter("max", "xs | max", "the largest item"),
+    "min": _jinja_filter("min", "xs | min", "the smallest item"),
+    "replace": _jinja_filter("replace", "s | replace('a', 'b')", "every 'a' replaced by 'b'"),
+    "round": _jinja_filter("round", "x | round(2)", "rounded to that many decimals"),
+    "string": _jinja_filter("string", "x | string", "as text"),
+    "title": _jinja_filter("title", "s | title", "Each Word Capitalized"),
+    "tojson": _jinja_filter("tojson", "x | tojson", "as JSON text (for request bodies)"),
+    "trim": _jinja_filter("trim", "s | trim", "without leading and trailing white space"),
+    "truncate": _jinja_filter("truncate", "s | truncate(20)", "at most that many characters, ending in '...'"),
+    "upper": _jinja_filter("upper", "s | upper", "upper case"),
+    "urlencode": _jinja_filter("urlencode", "s | urlencode", "percent-encoded for a URL"),
+}
+TESTS: dict[str, Helper] = {
+    name: Helper(_JINJA_TESTS[name], usage, doc) for name, usage, doc in [
+        ("none", "x is none", "x is null"),
+        ("defined", "x is defined", "the record or context has x"),
+        ("undefined", "x is undefined", "the record or context lacks x"),
+        ("number", "x is number", "x is a number"),
+        ("integer", "x is integer", "x is an integer"),
+        ("float", "x is float", "x is a float"),
+        ("string", "x is string", "x is text"),
+        ("boolean", "x is boolean", "x is true or false"),
+        ("true", "x is true", "x is the value true"),
+        ("false", "x is false", "x is the value false"),
+        ("even", "x is even", "x is an even integer"),
+        ("odd", "x is odd", "x is an odd integer"),
+        ("divisibleby", "x is divisibleby(3)", "x is a multiple of 3"),
+        ("lower", "s is lower", "s is all lower case"),
+        ("upper", "s is upper", "s is all upper case"),
+        ("in", "x is in(xs)", "x is one of xs (as `x in xs`)"),
+    ]}
