@@ -1,7 +1,8 @@
-"""Generate docs/spec-reference.md from schemas/spec.schema.json.
+"""Generate docs/spec-reference.md from schemas/spec.schema.json and the template vocabulary.
 
 The schema is the authority for the spec format (titles, descriptions, defaults, examples live in
-it, where editors show them too); the Markdown page is derived, and a test fails when it is stale.
+it, where editors show them too); runtime/templatevocab.py is the authority for what templates may
+use. The Markdown page is derived from both, and a test fails when it is stale.
 
     python -m syncrunner.docsgen            # rewrite docs/spec-reference.md
     python -m syncrunner.docsgen --check    # exit 1 if it is out of date
@@ -18,7 +19,7 @@ import click
 
 from .spec import schema_path
 
-HEADER = """<!-- Generated from schemas/spec.schema.json by `python -m syncrunner.docsgen`; do not edit. -->
+HEADER = """<!-- Generated from schemas/spec.schema.json and syncrunner/runtime/templatevocab.py by `python -m syncrunner.docsgen`; do not edit. -->
 # Spec reference
 
 Every key of an entity spec (`specs/<crm>/<entity>.yaml`). The JSON Schema
@@ -36,6 +37,7 @@ class Section:
     path: str                       # YAML path, e.g. source.auth
     description: str = ""
     rows: list[list[str]] = field(default_factory=list)
+    columns: tuple[str, ...] = ("key", "type", "required", "default", "description")
 
 
 class Generator:
@@ -170,6 +172,7 @@ class Generator:
 
     def render(self) -> str:
         self.walk("Top level", "", self.schema)
+        self.sections.append(template_section())
         lines = [HEADER]
         lines.append("## Contents\n")
         for s in self.sections:
@@ -182,11 +185,34 @@ class Generator:
                 lines.append(s.description)
                 lines.append("")
             if s.rows:
-                lines.append("| key | type | required | default | description |")
-                lines.append("| --- | --- | --- | --- | --- |")
+                lines.append("| " + " | ".join(s.columns) + " |")
+                lines.append("|" + " --- |" * len(s.columns))
                 for r in s.rows:
                     lines.append("| " + " | ".join(_cell(c) for c in r) + " |")
         return "\n".join(lines).rstrip() + "\n"
+
+
+TEMPLATES = """\
+Query templates, HTTP request strings (`path`, `params`, `headers`, `json`), field `expr` and
+`validate` rules are Jinja, compiled and rendered in Jinja's immutable sandbox. `syncrunner lint`
+(and every `plan` and `run`, which load a spec the same way) checks each one before anything is
+rendered and refuses, with `file:line: key: message`: attribute or item access to a name starting
+with `_` (`x.__class__`, `x['__globals__']`) or to a Python internal (`mro`); subscripts other than
+a constant or a name (`x['key']`, `x[0]`, `x[name]`); calls of anything but the functions below
+(no methods: use the filters); filters and tests not listed below; statements other than
+`{% if %}`, `{% for %}` and `{% set %}` (expressions have none). At render time the sandbox refuses
+the same things again, and `*`, `**` and `%` that would build huge values."""
+
+
+def template_section() -> Section:
+    """The template vocabulary, as a section of the reference."""
+    from .runtime.templatevocab import FILTERS, FUNCTIONS, TESTS
+
+    section = Section("Templates", "", TEMPLATES, columns=("name", "kind", "usage", "what it gives"))
+    for kind, table in (("function", FUNCTIONS), ("filter", FILTERS), ("test", TESTS)):
+        for name, helper in table.items():
+            section.rows.append([f"`{name}`", kind, f"`{helper.usage}`", helper.doc])
+    return section
 
 
 def _tag(props: dict) -> str | None:
