@@ -39,8 +39,10 @@ class SandboxedTemplates(ImmutableSandboxedEnvironment):
         raise TemplateRefused(f"template refused: access to attribute {attribute!r} of a "
                               f"{type(obj).__name__} value is not allowed")
 
+    callables = frozenset(h.func for h in FUNCTIONS.values())
+
     def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
-        if not any(obj is h.func for h in FUNCTIONS.values()):
+        if obj not in self.callables:
             name = getattr(obj, "_undefined_name", None) if isinstance(obj, jinja2.Undefined) else \
                 getattr(obj, "__name__", type(obj).__name__)
             raise TemplateRefused(f"template refused: calling {name!r} is not allowed; templates may call "
