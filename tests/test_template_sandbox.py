@@ -6,6 +6,7 @@ request body, a field `expr` and a `validate` rule, go through `lint`, `plan`, `
 environment stops the same payloads at render time."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import subprocess
@@ -237,6 +238,30 @@ def test_mapping_rules_stop_at_render_time_and_fail_rather_than_dead_letter(tmp_
     mapper = Mapper(load_spec(tmp_path / "s.yaml", {"ITEM_DB_URL": "sqlite://"}))
     with pytest.raises(TemplateRefused, match="calling|__init__"):
         mapper.map({"id": 1, "name": "n", "updated_at": dt.datetime(2025, 1, 1)})
+    assert not marker.exists()
+
+
+def test_mapping_workers_compile_expressions_in_the_same_sandbox(tmp_path, monkeypatch):
+    """A mapping worker builds the spec's Mapper itself (from a pickled spec that was never linted
+    in that process): the static check refuses there too, and behind it the sandbox."""
+    mapworker = pytest.importorskip("syncrunner.runtime.mapworker")
+    from syncrunner.spec import load_spec
+
+    marker = tmp_path / "pwned"
+    payload = EXPRESSIONS["config"].replace(CMD, f"touch {marker}")
+    (tmp_path / "s.yaml").write_text(spec_text("expr", "worker", "name"))
+    spec = load_spec(tmp_path / "s.yaml", {"ITEM_DB_URL": "sqlite://"})
+    evil = dataclasses.replace(spec.fields["evil"], expr=payload)
+    spec.fields["evil"] = evil
+    setup = mapworker.WorkerSetup(spec, skip_validation=False, batch_size=10, run_id=1, copy_text=False)
+    with pytest.raises(TemplateRefused, match="attribute access to '__class__'"):
+        mapworker.Worker(setup)
+    monkeypatch.setattr(templating, "_refusals", lambda node: [])
+    worker = mapworker.Worker(setup)
+    job = mapworker.Job(raw=None, recipe=None, records=[{"id": 1, "name": "n", "updated_at": dt.datetime(2025, 1, 1)}],
+                        skip=frozenset(), fps=None, fingerprint=False, want_keys=False)
+    with pytest.raises(TemplateRefused, match="access to attribute '__class__'"):
+        worker.map(job)
     assert not marker.exists()
 
 
