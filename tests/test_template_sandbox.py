@@ -174,6 +174,24 @@ def test_escape_payloads_are_refused_by_every_command_before_anything_renders(tm
     assert fake.count() == 0                                 # no request was sent
 
 
+def test_a_tie_break_request_is_checked_before_lint_renders_it(tmp_path):
+    """Lint renders a tie_break for a sample tie (a spec check); a refused template is never rendered."""
+    from syncrunner.spec import check_spec
+
+    marker = tmp_path / "pwned"
+    text = (SPECS / "hubspot" / "contacts.yaml").read_text().replace(
+        '"sorts": [{"propertyName": "hs_object_id"',
+        "{% if cycler.__init__.__globals__.os.system('touch " + str(marker) + "') %}{% endif %}"
+        '"sorts": [{"propertyName": "hs_object_id"', 1)
+    assert "cycler" in text
+    (tmp_path / "contacts.yaml").write_text(text)
+    spec, problems = check_spec(tmp_path / "contacts.yaml", {"HUBSPOT_TOKEN": TOKEN}, strict_env=False)
+    line = next(i for i, s in enumerate(text.splitlines(), 1) if s.strip() == "tie_break:") + 1
+    assert spec is None and not marker.exists()
+    assert any(str(p).startswith(f"{tmp_path / 'contacts.yaml'}:{line}: source.tie_break.json: template refused")
+               for p in problems), problems
+
+
 # -- the sandbox behind the static check ---------------------------------------------------------------
 def _render_all_ways(payload: str, marker: Path) -> list[Exception]:
     """Render the payload straight through the environment, skipping the static check."""
