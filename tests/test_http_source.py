@@ -248,7 +248,7 @@ GOOD_TIE = """'{"at": "{{ tie_value | epoch_ms }}", "after": "{{ after_key }}", 
      "must render to a JSON object"),
     (GOOD_REQUEST, """'{"at": {{ tie_value | epoch_ms }}, {{ after_key }}}'""", "source.tie_break", 16,
      "does not render"),
-    (GOOD_REQUEST, "'{{ tie_value | epoch_ms }'", "source.tie_break", 16, "does not compile"),
+    (GOOD_REQUEST, "'{{ tie_value | epoch_ms }'", "source.tie_break.json", 17, "does not compile"),
 ])
 def test_lint_checks_the_tie_break_before_any_run(tmp_path, request_json, tie_json, key, line, message):
     """A tie_break is sent only when a query reaches its cap, maybe hours into a run: lint renders it."""

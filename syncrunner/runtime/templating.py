@@ -34,12 +34,11 @@ class SandboxedTemplates(ImmutableSandboxedEnvironment):
     ''), only FUNCTIONS may be called, and `*`, `**` and `%` cannot build huge values."""
 
     intercepted_binops = frozenset({"*", "**", "%"})
+    callables = frozenset(h.func for h in FUNCTIONS.values())
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> jinja2.Undefined:
         raise TemplateRefused(f"template refused: access to attribute {attribute!r} of a "
                               f"{type(obj).__name__} value is not allowed")
-
-    callables = frozenset(h.func for h in FUNCTIONS.values())
 
     def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
         if obj not in self.callables:
