@@ -276,7 +276,7 @@ def test_mapping_workers_compile_expressions_in_the_same_sandbox(tmp_path, monke
         mapworker.Worker(setup)
     monkeypatch.setattr(templating, "_refusals", lambda node: [])
     worker = mapworker.Worker(setup)
-    job = mapworker.Job(raw=None, recipe=None, records=[{"id": 1, "name": "n", "updated_at": dt.datetime(2025, 1, 1)}],
+    job = mapworker.Job(records=[{"id": 1, "name": "n", "updated_at": dt.datetime(2025, 1, 1)}],
                         skip=frozenset(), fps=None, fingerprint=False, want_keys=False)
     with pytest.raises(TemplateRefused, match="access to attribute '__class__'"):
         worker.map(job)
