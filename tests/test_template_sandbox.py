@@ -236,7 +236,8 @@ def test_a_run_fails_clearly_when_a_refused_expression_slips_past_the_checks(tmp
     marker = tmp_path / "pwned"
     source = f"sqlite:///{tmp_path / 'source.db'}"
     make_source(source, 3).dispose()
-    payload = EXPRESSIONS["config"].replace(CMD, f"touch {marker}")
+    payload = "name.__class__.__mro__[-1].__subclasses__()[0].__init__.__globals__['os'].system('touch " \
+        + str(marker) + "')"  # only record fields: the spec check that runs the query's columns passes
     (tmp_path / "s.yaml").write_text(spec_text("expr", "slipped", payload))
     monkeypatch.setattr(templating, "_refusals", lambda node: [])
     spec = load_spec(tmp_path / "s.yaml", {"ITEM_DB_URL": source})
