@@ -194,16 +194,28 @@ def describe_position(position: dict, limit: int = 240) -> str:
 
 
 def _attach_resume(window: Window, spec: Spec, conn: sa.Connection, dead_running: bool = False) -> None:
+    """Resume the latest run if it failed over the same window. A failed run that committed no
+    chunk of its own but had resumed an earlier one (killed before its first chunk) passes that
+    checkpoint on: it is still where the data stands."""
     latest = history.latest_run(conn, spec.crm, spec.entity)
     resumable = ("failed", "running") if dead_running else ("failed",)
-    if latest is None or latest.status not in resumable or not latest.checkpoint:
+    if latest is None or latest.status not in resumable:
         return
-    cp = latest.checkpoint
+    source = latest
+    if not (latest.checkpoint or {}).get("position"):
+        earlier = (latest.configuration or {}).get("resumed_from")
+        if (latest.configuration or {}).get("window") != window.as_config() or earlier is None:
+            return
+        source = history.run_row(conn, earlier)
+        if source is None or source.status != "failed":
+            return
+    cp = source.checkpoint or {}
     if cp.get("window") == window.as_config() and cp.get("position") is not None:
-        window.resume_run = latest.id
+        window.resume_run = source.id
         window.position = cp["position"]
-        window.watermark = latest.watermark
-        window.reason += f"; resuming failed run {latest.id} after its last checkpoint"
+        window.watermark = source.watermark
+        via = f" (run {latest.id} resumed it and died before its first chunk)" if source is not latest else ""
+        window.reason += f"; resuming failed run {source.id} after its last checkpoint{via}"
 
 
 def _end_of_day(value: str | None, tz: str) -> dt.datetime | None:
