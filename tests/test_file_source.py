@@ -100,3 +100,25 @@ def test_header_false_needs_columns(tmp_path):
 def test_no_matching_file_fails_clearly(tmp_path, sqlite_url):
     result = run_spec(spec_for(tmp_path, str(tmp_path / "missing-*.csv")), RunOptions(), sqlite_url)
     assert result.status == "failed" and "no file matches" in result.error
+
+
+def test_bad_records_without_a_key_are_kept_once_across_full_runs(tmp_path, target_url):
+    """Issue 21.8: a bad record whose key is missing is matched by its raw record, as a keyed one is
+    by its key: kept once, and counted as known bad (not a new failure) when read again."""
+    recs = [{"id": i, "name": f"p{i}", "amount": i, "updated_at": f"2025-02-{i:02d}T00:00:00+00:00"}
+            for i in range(1, 6)]
+    recs += [{"id": None, "name": "no key", "amount": 1, "updated_at": "2025-02-06T00:00:00+00:00"},
+             {"name": "no key either", "amount": 2, "updated_at": "2025-02-07T00:00:00+00:00"}]
+    (tmp_path / "people.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    spec = spec_for(tmp_path, str(tmp_path / "people.jsonl"), "jsonl")
+    first = run_spec(spec, RunOptions(full=True), target_url)
+    assert (first.status, first.stats.created, first.stats.failed, first.stats.known_bad) == ("partial", 5, 2, 0)
+    for _ in range(2):
+        again = run_spec(spec, RunOptions(full=True), target_url)
+        assert (again.stats.fetched, again.stats.failed, again.stats.known_bad) == (7, 0, 2)
+        assert again.status == "success"  # as for known-bad records with a key: nothing new failed
+        h = history(target_url)[-1]
+        metrics = json.loads(h.performance_metrics) if isinstance(h.performance_metrics, str) else h.performance_metrics
+        assert (h.records_failed, metrics["records_known_bad"]) == (0, 2)
+        dead = rows(target_url, "SELECT record_key, reason FROM sync_dead_letters ORDER BY id")
+        assert len(dead) == 2 and all(k is None for k, _ in dead), dead

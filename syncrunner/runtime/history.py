@@ -176,21 +176,23 @@ def latest_run(conn: sa.Connection, crm: str, entity: str) -> sa.Row | None:
 
 def add_dead_letters(conn: sa.Connection, rows: list[dict]) -> int:
     """Keep the chunk's dead letters. One identical to an entry already kept (same record key, action,
-    field, reason and raw record: an unchanged bad record re-read, e.g. inside a lookback window) is
-    not kept twice. Returns how many *rejections* were such repeats (they are not new failures)."""
+    field, reason and raw record: an unchanged bad record re-read, e.g. inside a lookback window or by
+    a --full run) is not kept twice; a record without a key is matched by its raw record alone.
+    Returns how many *rejections* were such repeats (they are not new failures)."""
     if not rows:
         return 0
-    keyed = [r for r in rows if r["record_key"] is not None]
+    d = dead_letters.c
     known: set[tuple] = set()
-    if keyed:
-        d = dead_letters.c
-        first = keyed[0]
-        keys = sorted({r["record_key"] for r in keyed})
-        for i in range(0, len(keys), 500):
+    keys = sorted({r["record_key"] for r in rows if r["record_key"] is not None})
+    raws = sorted({r["raw_record"] for r in rows if r["record_key"] is None})
+    for column, values, step in ((d.record_key, keys, 500), (d.raw_record, raws, 50)):
+        for i in range(0, len(values), step):
+            match = column.in_(values[i:i + step])
+            if column is d.raw_record:
+                match = sa.and_(d.record_key.is_(None), match)
             known.update(tuple(r) for r in conn.execute(
                 sa.select(d.record_key, d.action, d.field, d.reason, d.raw_record).where(
-                    d.crm_source == first["crm_source"], d.sync_type == first["sync_type"],
-                    d.record_key.in_(keys[i:i + 500]))))
+                    d.crm_source == rows[0]["crm_source"], d.sync_type == rows[0]["sync_type"], match)))
 
     def ident(r: dict) -> tuple:  # as stored: reason and raw record redacted
         return r["record_key"], r["action"], r["field"], redact(r["reason"]), redact(r["raw_record"])
