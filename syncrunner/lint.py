@@ -64,6 +64,8 @@ def semantic_problems(data: dict, loc: Located, fname: str) -> list:
     if source.get("sorted_by_cursor") is True and not source.get("cursor"):
         add(("source", "sorted_by_cursor"), "sorted_by_cursor: true needs a cursor: (the field the "
                                             "records are sorted by); add source.cursor")
+    if source.get("serves_stale_copies") is True and not cursor:
+        add(("source", "serves_stale_copies"), "the stale guard compares cursors: it needs source.cursor")
     skey = source.get("key")
     for k in ([skey] if isinstance(skey, str) else skey if isinstance(skey, list) else []):
         if isinstance(k, str) and fields and k not in direct:

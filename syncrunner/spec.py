@@ -78,6 +78,7 @@ class SourceSpec:
     chunk_size: int
     null_cursor: str
     options: dict  # the whole interpolated source mapping, for the adapter
+    serves_stale_copies: bool = False  # keep a stored row newer than the one read (HTTP default)
 
 
 @dataclass
@@ -336,7 +337,8 @@ def _build(data: dict, fname: str, text: str) -> Spec:
         source=SourceSpec(
             kind=src["kind"], key=_as_list(src["key"]), cursor=src.get("cursor"),
             timezone=src.get("timezone", "UTC"), chunk_size=int(src.get("chunk_size", 1000)),
-            null_cursor=src.get("null_cursor", "include"), options=src),
+            null_cursor=src.get("null_cursor", "include"), options=src,
+            serves_stale_copies=bool(src.get("serves_stale_copies", src["kind"] == "http"))),
         target=TargetSpec(table=tgt["table"], key=_as_list(tgt["key"]), batch_size=int(tgt.get("batch_size", 500)),
                             fingerprint=bool(tgt.get("fingerprint", True))),
         fields=fields,

@@ -133,23 +133,41 @@ def test_max_records_stops_at_exactly_n(tmp_path, mysql_url, target_url):
     assert _target_rows(target_url) == _source_rows(mysql_url)
 
 
-def test_older_incoming_row_does_not_overwrite_newer_stored_one_unless_force(tmp_path, mysql_url, target_url):
+def test_an_older_row_is_written_from_sql_and_kept_out_and_dead_lettered_under_the_stale_guard(
+        tmp_path, mysql_url, target_url):
+    """A SQL source's row is its current row: written even when its cursor is older than the stored
+    one. With `source.serves_stale_copies: true` (a source that may serve an out-of-date copy) the
+    stored row is kept, and the record is counted, dead-lettered with the reason, and the run ends
+    `partial`; --force writes it."""
     src = make_source(mysql_url, 100)
-    spec = write_spec(tmp_path)
-    sync(spec, mysql_url, target_url)
+    plain = write_spec(tmp_path)
+    guarded = write_spec(tmp_path, name="guarded.yaml", entity="guarded")
+    guarded.write_text(guarded.read_text().replace("  chunk_size:", "  serves_stale_copies: true\n  chunk_size:"))
+    for spec in (plain, guarded):
+        sync(spec, mysql_url, target_url)
     engine = create_engine(target_url)
     with engine.begin() as c:
-        c.execute(sa.text("UPDATE items SET name = 'edited locally', updated_at = :t WHERE id = 7"),
-                  {"t": dt.datetime(2030, 1, 1)})
+        for table in ("items", "guarded"):
+            c.execute(sa.text(f"UPDATE {table} SET name = 'edited locally', updated_at = :t WHERE id = 7"),
+                      {"t": dt.datetime(2030, 1, 1)})
     engine.dispose()
     with src.begin() as c:  # the source sends a changed but older version
         c.execute(item.update().where(item.c.id == 7).values(email="seven@example.com"))
-    full = sync(spec, mysql_url, target_url, full=True)
-    assert (full.stats.stale, full.stats.updated, full.stats.unchanged) == (1, 0, 99)
-    assert rows(target_url, "SELECT name FROM items WHERE id = 7")[0][0] == "edited locally"
-    forced = sync(spec, mysql_url, target_url, force=True)
-    assert (forced.stats.updated, forced.stats.unchanged) == (1, 99)
+    written = sync(plain, mysql_url, target_url, full=True)
+    assert (written.status, written.stats.stale, written.stats.updated, written.stats.unchanged) == ("success", 0, 1, 99)
     assert rows(target_url, "SELECT name FROM items WHERE id = 7")[0][0] == "item 7"
+    kept = sync(guarded, mysql_url, target_url, full=True)
+    assert (kept.status, kept.stats.stale, kept.stats.failed, kept.stats.updated, kept.stats.unchanged) == \
+        ("partial", 1, 1, 0, 99)
+    assert rows(target_url, "SELECT name FROM guarded WHERE id = 7")[0][0] == "edited locally"
+    dead = rows(target_url, "SELECT record_key, field, reason, raw_record FROM sync_dead_letters")
+    assert [(k, f) for k, f, _, _ in dead] == [("7", "updated_at")]
+    assert "older than the stored row" in dead[0][2] and "2030-01-01" in dead[0][2]
+    assert "seven@example.com" in dead[0][3]
+    assert history(target_url)[-1].records_failed == 1
+    forced = sync(guarded, mysql_url, target_url, force=True)
+    assert (forced.status, forced.stats.updated, forced.stats.unchanged) == ("success", 1, 99)
+    assert rows(target_url, "SELECT name FROM guarded WHERE id = 7")[0][0] == "item 7"
 
 
 def test_bad_records_are_dead_lettered_and_the_run_is_partial(tmp_path, mysql_url, target_url):

@@ -443,13 +443,13 @@ class SyncRun:
                     regaining = False
                 with conn.begin():
                     res = writer.write(conn, mc.rows, mc.encoded, rows_of)
-                    for row, reason in res.rejected:
-                        d.append(history.dead_letter(run_id, spec.crm, spec.entity,
-                                                     key_text([row.get(k) for k in spec.target.key]),
-                                                     None, reason, row))
+                    for rows, field_name in ((res.rejected, None), (res.kept_stored, self.cursor_field)):
+                        d += [history.dead_letter(run_id, spec.crm, spec.entity,
+                                                  key_text([row.get(k) for k in spec.target.key]),
+                                                  field_name, reason, row) for row, reason in rows]
                     c.created, c.updated = res.created, res.updated
                     c.unchanged, c.stale = cs.unchanged + res.unchanged, res.stale
-                    c.failed += len(res.rejected)
+                    c.failed += len(res.rejected) + len(res.kept_stored)  # not written: dead-lettered
                     c.known_bad = history.add_dead_letters(conn, d)
                     c.failed -= c.known_bad  # already kept and counted by the run that first saw them
                     if deletes.generation is not None:

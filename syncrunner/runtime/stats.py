@@ -11,7 +11,7 @@ class Stats:
     updated: int = 0
     unchanged: int = 0    # valid records whose stored row was identical: no write
     skipped: int = 0      # of those, matched by fingerprint: not even mapped (also in unchanged)
-    stale: int = 0        # valid records older than the stored row, kept the stored one
+    stale: int = 0        # older than the stored row under the stale guard: not written (also in failed)
     failed: int = 0       # data errors: in the dead-letter table
     known_bad: int = 0    # rejected again exactly as already kept (unchanged bad record re-read)
     duplicates: int = 0   # the same key twice in one chunk: the later one wins

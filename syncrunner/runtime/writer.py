@@ -19,6 +19,7 @@ from .deletes import DELETED_AT, deleted_at_column, soft_deletes
 from .fingerprint import FP_COLUMN, uses_fingerprints
 from .fplookup import fingerprint_column
 from .sqltypes import column_type, type_family
+from .strategy import format_watermark
 
 log = logging.getLogger("syncrunner.writer")
 
@@ -34,6 +35,8 @@ class WriteResult:
     unchanged: int = 0
     stale: int = 0
     rejected: list[tuple[dict, str]] = field(default_factory=list)  # rows the database refused
+    # differing rows not written: older than the stored row under the stale guard (with the reason)
+    kept_stored: list[tuple[dict, str]] = field(default_factory=list)
 
 
 def build_table(spec: Spec, metadata: sa.MetaData | None = None) -> sa.Table:
@@ -145,7 +148,8 @@ class Writer:
     def _plan(self) -> MergePlan:
         return MergePlan(target=self.table, stage=self.stage, columns=[c.name for c in self.table.columns],
                          keys=list(self.spec.target.key), cursor=self.spec.cursor_field, force=self.force,
-                         fingerprint=FP_COLUMN if FP_COLUMN in self.table.c else None)
+                         fingerprint=FP_COLUMN if FP_COLUMN in self.table.c else None,
+                         stale_guard=self.spec.source.serves_stale_copies)
 
     def write(self, conn: sa.Connection, rows: list[dict] | None, encoded: EncodedRows | None = None,
               rows_of: Callable[[], list[dict]] | None = None) -> WriteResult:
@@ -219,10 +223,20 @@ class Writer:
         created, updated, stale = self.dialect.merge_counted(conn, plan, n)
         result.created += created
         result.updated += updated
-        result.stale += stale
-        result.unchanged += n - created - updated - stale
-        if plan.fingerprint and created + updated + stale < n:
+        result.stale += len(stale)
+        result.kept_stored += [(self._as_mapped(row), self._stale_reason(row, stored)) for row, stored in stale]
+        result.unchanged += n - created - updated - len(stale)
+        if plan.fingerprint and created + updated + len(stale) < n:
             self.dialect.refresh_fingerprints(conn, plan)
+
+    def _as_mapped(self, staged: dict) -> dict:
+        return {name: staged.get(name) for name in self.spec.fields}
+
+    def _stale_reason(self, staged: dict, stored: object) -> str:
+        cursor = self.spec.cursor_field
+        return (f"older than the stored row ({cursor} {format_watermark(staged.get(cursor))} < stored {format_watermark(stored)}): "
+                "not written, as source.serves_stale_copies says the source may serve out-of-date copies; "
+                "--force writes it")
 
 
 def _short(e: BaseException) -> str:

@@ -104,7 +104,8 @@ class PostgresTarget(TargetDialect):
         created, updated, _ = self.merge_counted(conn, plan, 0)
         return created, updated
 
-    def merge_counted(self, conn: sa.Connection, plan: MergePlan, staged: int = 0) -> tuple[int, int, int]:
+    def merge_counted(self, conn: sa.Connection, plan: MergePlan,
+                      staged: int = 0) -> tuple[int, int, list[tuple[dict, Any]]]:
         """The staged count comes back with the merge itself (`staged` is not needed)."""
         q = self.q
         t, s = q(plan.target.name), q(plan.stage.name)
@@ -114,11 +115,11 @@ class PostgresTarget(TargetDialect):
                f"SELECT COALESCE(SUM(CASE WHEN inserted THEN 1 ELSE 0 END), 0), "
                f"COALESCE(SUM(CASE WHEN inserted THEN 0 ELSE 1 END), 0), (SELECT COUNT(*) FROM {s}) FROM up")
         created, updated, staged = conn.execute(sa.text(sql)).one()
-        # Counted after the upsert, and only when some rows were not written: the upsert never
-        # touches a row older than the stored one, nor makes one, so the count is the same as before
-        # it; and a run that writes every row (a first load) skips the lookup.
-        stale_rows = self.stale_count(conn, plan) if created + updated < staged else 0
-        return int(created), int(updated), int(stale_rows)
+        # Looked up after the upsert, and only when some rows were not written: the upsert never
+        # touches a row older than the stored one, nor makes one, so the answer is the same as
+        # before it; and a run that writes every row (a first load) skips the lookup.
+        stale = self.stale_rows(conn, plan) if created + updated < staged else []
+        return int(created), int(updated), stale
 
 
 class _TextReader:
