@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from syncrunner.runtime.engine import run_spec
+from syncrunner.runtime.strategy import RunOptions
 from syncrunner.spec import load_spec
+from tests.fakes.server import FakeAPI, Request, Response, route
 from tests.helpers import history, item, make_source, rows, sync, write_spec
 
 UTC = dt.timezone.utc
@@ -91,3 +94,57 @@ def test_the_stale_guard_without_a_cursor_is_a_lint_error(tmp_path):
     _, problems = check_spec(spec, {"ITEM_DB_URL": "mysql+pymysql://x@h/db"})
     assert [(p.line, p.key) for p in problems if "needs source.cursor" in p.message] == \
         [(7, "source.serves_stale_copies")], problems
+
+
+class SearchIndex(FakeAPI):
+    """A tiny API over real loopback HTTP whose listing may lag behind its records: `items` is what
+    the index serves at the moment (a test swaps in an out-of-date copy)."""
+
+    items: list[dict] = []
+
+    def routes(self):
+        return [route("GET", "/items", lambda req: Response(200, {"items": self.items}))]
+
+    def is_authorized(self, req: Request) -> bool:
+        return True
+
+
+INDEX_SPEC = """\
+crm: test
+entity: indexed
+source:
+  kind: http
+  base_url: {base}
+  request: {{path: /items}}
+  records: items
+  cursor: updated
+  key: id
+{extra}target: {{table: indexed, key: [id]}}
+fields:
+  id: {{type: integer, required: true}}
+  name: {{type: string}}
+  updated: {{type: datetime}}
+"""
+
+
+@pytest.mark.parametrize("declared", [None, False], ids=["http-default", "declared-false"])
+def test_an_http_source_keeps_out_an_out_of_date_copy_by_default_and_says_so(tmp_path, target_url, declared):
+    with SearchIndex() as api:
+        extra = "" if declared is None else f"  serves_stale_copies: {str(declared).lower()}\n"
+        (tmp_path / "s.yaml").write_text(INDEX_SPEC.format(base=api.base_url, extra=extra))
+        spec = load_spec(tmp_path / "s.yaml", {})
+        api.items = [{"id": 1, "name": "current", "updated": "2025-06-02T10:00:00Z"},
+                     {"id": 2, "name": "two", "updated": "2025-06-02T10:00:00Z"}]
+        assert run_spec(spec, RunOptions(full=True), target_url).status == "success"
+        api.items = [{"id": 1, "name": "out-of-date copy", "updated": "2025-06-01T10:00:00Z"},
+                     {"id": 2, "name": "two", "updated": "2025-06-02T10:00:00Z"}]
+        again = run_spec(spec, RunOptions(full=True), target_url)
+    name = rows(target_url, "SELECT name FROM indexed WHERE id = 1")[0][0]
+    dead = rows(target_url, "SELECT record_key, field, reason FROM sync_dead_letters")
+    if declared is None:  # http: the guard is on
+        assert (again.status, again.stats.stale, again.stats.failed, again.stats.unchanged) == ("partial", 1, 1, 1)
+        assert name == "current"
+        assert [(k, f) for k, f, _ in dead] == [("1", "updated")] and "older than the stored row" in dead[0][2]
+    else:
+        assert (again.status, again.stats.updated, again.stats.stale) == ("success", 1, 0)
+        assert name == "out-of-date copy" and dead == []
