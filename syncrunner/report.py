@@ -12,7 +12,7 @@ def summary_lines(results) -> list[str]:
     for r in results:
         s = r.stats
         lines.append(f"{r.spec.name:<40} {r.status:<8} {s.fetched:>9,} {s.created:>9,} {s.updated:>9,} "
-                     f"{s.unchanged + s.stale:>9,} {s.failed:>7,} {r.seconds:>8.1f}")
+                     f"{s.unchanged:>9,} {s.failed:>7,} {r.seconds:>8.1f}")
         if r.error:
             lines.append(f"  error: {redact(r.error)}")
         lines.extend(f"  {note}" for note in r.notes if note != "disabled")
@@ -21,7 +21,7 @@ def summary_lines(results) -> list[str]:
     if len(results) > 1:
         lines.append(f"{'total':<40} {'':<8} {total:>9,} {sum(r.stats.created for r in results):>9,} "
                      f"{sum(r.stats.updated for r in results):>9,} "
-                     f"{sum(r.stats.unchanged + r.stats.stale for r in results):>9,} "
+                     f"{sum(r.stats.unchanged for r in results):>9,} "
                      f"{sum(r.stats.failed for r in results):>7,} {secs:>8.1f}")
     return lines
 
