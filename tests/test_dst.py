@@ -51,6 +51,8 @@ def _edited_in_the_repeated_hour(tmp_path: Path, mysql_url: str, target_url: str
 @pytest.mark.parametrize("full", [False, True], ids=["delta", "full"])
 def test_an_edit_in_the_repeated_hour_lands(tmp_path, mysql_url, target_url, full):
     spec = _edited_in_the_repeated_hour(tmp_path, mysql_url, target_url)
+    preview = sync(spec, mysql_url, target_url, full=full, dry_run=True)
+    assert (preview.stats.updated, preview.stats.stale, preview.stats.failed) == (1, 0, 0)
     again = sync(spec, mysql_url, target_url, full=full)
     assert again.window.mode == ("full" if full else "delta")
     assert (again.status, again.stats.updated, again.stats.stale, again.stats.failed) == ("success", 1, 0, 0)
@@ -66,6 +68,8 @@ def test_the_stale_guard_keeps_the_stored_row_and_says_so(tmp_path, mysql_url, t
     """A source declared to serve out-of-date copies (as an API's search index may): the record that
     reads older than the stored row is not written, and that is never silent."""
     spec = _edited_in_the_repeated_hour(tmp_path, mysql_url, target_url, "  serves_stale_copies: true\n")
+    preview = sync(spec, mysql_url, target_url, dry_run=True)
+    assert (preview.stats.updated, preview.stats.stale, preview.stats.failed) == (0, 1, 1)
     again = sync(spec, mysql_url, target_url)
     assert (again.status, again.stats.updated, again.stats.stale, again.stats.failed) == ("partial", 0, 1, 1)
     assert _stored(target_url, "items", 10)[0] == "item 10"

@@ -1,7 +1,8 @@
 """What a real run would write, found by reading the target only (`run --dry-run`): each mapped
 row against its stored row, with the merge's own rules (adapters/targets/base.py): a new key is
-created; an incoming row older than the stored one is stale (kept as stored) unless --force; a
-row equal in every compared column is unchanged; any other is updated. A row whose stored
+created; under the stale guard (source.serves_stale_copies) an incoming row older than the stored
+one is stale (kept as stored, a failure) unless --force; a row equal in every compared column is
+unchanged; any other is updated. A row whose stored
 fingerprint is its source row's is unchanged, as a real run skips it (runtime/fingerprint.py).
 Nothing is written."""
 from __future__ import annotations
@@ -36,7 +37,7 @@ class TargetPreview:
         self.engine = engine
         self.table = writer.table
         self.keys = plan.keys
-        self.cursor = None if plan.force else plan.cursor
+        self.cursor = plan.cursor if plan.guarded else None
         self.compare = [c for c in plan.compare if c != DELETED_AT]
         self.deletes = DELETED_AT in self.table.c
         self.fingerprinter = Fingerprinter(spec, skip_validation=skip_validation) \

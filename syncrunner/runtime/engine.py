@@ -167,6 +167,7 @@ class SyncRun:
             would = preview.count(mc.rows)
             mc.stats.created, mc.stats.updated = would.created, would.updated
             mc.stats.unchanged, mc.stats.stale = mc.stats.unchanged + would.unchanged, would.stale
+            mc.stats.failed += would.stale  # a real run dead-letters them
             self.stats.add(mc.stats)
             watermark = max_cursor([{self.cursor_field: mc.max_cursor}], self.cursor_field, watermark)
             for obs in self.observers:
