@@ -108,9 +108,9 @@ def test_dry_run_reports_what_a_real_run_would_do(tmp_path, mysql_url, target_ur
         c.execute(item.insert(), [dict(id=i, name=f"new {i}", email=f"n{i}@example.com", amount=1,
                                        seen_on="2025-01-02", updated_at=dt.datetime(2026, 1, 1)) for i in range(2001, 2006)])
     target = create_engine(target_url)
-    with target.begin() as c:  # a stored row newer than its source row: stale under the merge's rules
+    with target.begin() as c:  # a stored row newer than its source row: a SQL source's row is written anyway
         c.execute(sa.text("UPDATE items SET updated_at = :t WHERE id IN (20, 21)"), {"t": dt.datetime(2030, 1, 1)})
-    with src.begin() as c:  # 21's source row changes too (20's does not: its fingerprint says unchanged)
+    with src.begin() as c:  # 21's source row changes too: updated (20's does not: its fingerprint says unchanged)
         c.execute(item.update().where(item.c.id == 21).values(name="older than stored"))
     target.dispose()
     before = rows(target_url, "SELECT COUNT(*) FROM sync_history")[0][0]
@@ -124,8 +124,8 @@ def test_dry_run_reports_what_a_real_run_would_do(tmp_path, mysql_url, target_ur
     done = json.loads(real.stdout)["entities"][0]["records"]
     keys = ("processed", "created", "updated", "unchanged", "stale", "failed")
     assert {k: predicted[k] for k in keys} == {k: done[k] for k in keys}
-    assert (done["created"], done["updated"], done["failed"]) == (5, 13, 1)
-    assert f"dry run: would create 5, update 13, leave {done['unchanged']} unchanged and {done['stale']} " \
+    assert (done["created"], done["updated"], done["stale"], done["failed"]) == (5, 14, 0, 1)
+    assert f"dry run: would create 5, update 14, leave {done['unchanged']} unchanged and {done['stale']} " \
            "stale (older than stored), reject 1; 0 validation warning(s); nothing written" in entity["notes"]
 
 
