@@ -253,7 +253,7 @@ def generate(schema_file: Path | None = None) -> str:
 
 
 def reference_path() -> Path:
-    return schema_path().parent.parent / "docs" / "spec-reference.md"
+    return Path(__file__).resolve().parent.parent / "docs" / "spec-reference.md"
 
 
 @click.command("docs", hidden=True)

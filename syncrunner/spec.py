@@ -135,19 +135,23 @@ def field_for_source(fields: Mapping[str, FieldSpec], source_name: str) -> str |
     return None
 
 
+def _schema_file():
+    """The spec schema as package data: `pip install .` ships it (a checkout's schemas/ folder is
+    a link to the same file, which the specs' `$schema` lines and the docs name)."""
+    from importlib.resources import files
+
+    return files("syncrunner") / "schemas" / "spec.schema.json"
+
+
 def schema_path() -> Path:
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "schemas" / "spec.schema.json", here / "schemas" / "spec.schema.json"):
-        if candidate.exists():
-            return candidate
-    raise FileNotFoundError("schemas/spec.schema.json not found next to the syncrunner package")
+    return Path(str(_schema_file())).resolve()
 
 
 @lru_cache(maxsize=1)
 def _validator() -> jsonschema.Draft202012Validator:
     import jsonschema
 
-    schema = json.loads(schema_path().read_text())
+    schema = json.loads(_schema_file().read_text(encoding="utf-8"))
     return jsonschema.Draft202012Validator(schema)
 
 
