@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .clierrors import (EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, debug_option, reported,
+                        resolve_target, target_option)
 from .logsetup import LOG_FORMATS, setup_logging
 from .redact import guard_streams
 from .report import print_summary
@@ -18,7 +20,6 @@ if TYPE_CHECKING:
 # What the commands need (SQLAlchemy, the engine, jsonschema, jinja2) is imported inside them:
 # `--help`, `lint` and `docs` should not pay for a database stack they never use.
 
-EXIT_OK, EXIT_FAILED, EXIT_PARTIAL, EXIT_LOCKED = 0, 1, 3, 4
 EXIT_INTERRUPTED = 130
 
 
@@ -84,9 +85,9 @@ def run_options(f):
         click.option("--max-records", type=int, default=0, show_default=True, help="Stop after N records (0 = unlimited)."),
         click.option("--batch-size", type=int, default=None, help="Rows per bulk upsert (default: the spec's target.batch_size)."),
         click.option("--skip-validation", is_flag=True, help="Skip validators and record rules (types are still enforced)."),
-        click.option("--debug", is_flag=True, help="Verbose logging, including the SQL sent and HTTP request URLs (secrets redacted)."),
+        click.option("--debug", is_flag=True, help="Verbose logging, including the SQL sent and HTTP request URLs (secrets redacted); tracebacks of failures."),
         click.option("--verbose", "--test", "legacy_debug", is_flag=True, hidden=True, callback=_deprecated, expose_value=True),
-        click.option("--target", "target_url", metavar="URL", default=None, help="Target database URL (default: $SYNCRUNNER_TARGET_URL, else sqlite:///syncrunner.db)."),
+        target_option,
     ]
     for o in reversed(opts):
         f = o(f)
@@ -103,13 +104,19 @@ def _make_options(kw: dict) -> RunOptions:
 
 
 def _load_all(paths: tuple[str, ...]):
+    """Every spec, or exit before anything is touched: 2 if an environment variable a spec needs
+    is not set (how the command was called), 1 for a broken spec."""
     specs, errors = [], []
     for path in find_specs(list(paths)):
         try:
             specs.append(load_spec(path))
         except SpecError as e:
             errors.append(e)
-    return specs, errors
+    for e in errors:
+        click.echo(str(e), err=True)
+    if errors:
+        sys.exit(EXIT_USAGE if any(e.missing_env for e in errors) else EXIT_FAILED)
+    return specs
 
 
 @main.command()
@@ -131,8 +138,16 @@ def run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...],
     One entity's failure does not stop the others. Runs hold a lock per entity and one of
     SYNCRUNNER_MAX_CONCURRENT (default 2) run slots in the target database; SIGTERM/SIGINT stop
     after the current chunk (a second one at once). Exit code: 0 all succeeded, 3 some partial,
-    1 some failed, 4 an entity was already running."""
-    _run(paths, only, exclude, as_json, log_format, progress, kw)
+    1 some failed, 4 an entity was already running, 2 bad usage (refused before anything is
+    touched)."""
+    from .runtime.signals import StoppedEarly, stopping_early
+    with stopping_early():  # SIGTERM/SIGINT before a run starts: say so and exit, no bare -15
+        try:
+            with reported(kw["debug"] or kw["legacy_debug"]):
+                _run(paths, only, exclude, as_json, log_format, progress, kw)
+        except StoppedEarly as e:
+            click.echo(f"stopped by {e.signal_name} while starting: nothing was written", err=True)
+            sys.exit(EXIT_FAILED)
 
 
 def _run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...], as_json: bool,
@@ -142,8 +157,8 @@ def _run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...]
     from .runtime.engine import run_spec
     from .runtime.memory import return_freed_memory
     from .runtime.ordering import OrderError, run_order, select
+    from .runtime.signals import StoppedEarly
     from .runtime.strategy import OptionError, check_options
-    from .runtime.target import default_target_url
 
     opts = _make_options(kw)
     setup_logging(opts.debug, log_format)
@@ -152,16 +167,12 @@ def _run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...]
         check_options(opts)
     except OptionError as e:
         raise click.UsageError(str(e)) from None
-    specs, errors = _load_all(paths)
-    for e in errors:
-        click.echo(str(e), err=True)
-    if errors:
-        sys.exit(EXIT_FAILED)
+    target = resolve_target(kw["target_url"])
+    specs = _load_all(paths)
     try:
         specs = run_order(select(specs, only, exclude))
     except OrderError as e:
         raise click.UsageError(str(e)) from None
-    target = kw["target_url"] or default_target_url()
     results = []
     # JSON logs go to a shipper even when started from a terminal: chunk lines, not a bar
     observers = [ProgressObserver(tty=False if log_format == "json" else None)] if progress else []
@@ -170,6 +181,10 @@ def _run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...]
             results.append(run_spec(spec, opts, target, observers=observers, count_total=progress))
         except OptionError as e:
             raise click.UsageError(str(e)) from None
+        except StoppedEarly as e:  # before this spec's run started: the ones before it are reported
+            click.echo(f"stopped by {e.signal_name} before {spec.name} started: nothing of it was written",
+                       err=True)
+            _report(results, EXIT_FAILED, as_json)
         except KeyboardInterrupt:  # a second signal: the run is recorded failed, stop everything
             _report(results, EXIT_INTERRUPTED, as_json)
         if results[-1].error and results[-1].error.startswith("interrupted"):
@@ -204,20 +219,18 @@ def plan(spec_path: str, **kw) -> None:
     """Show what a run would do, moving no data: the window and why, the SQL or first request, the DDL."""
     from .runtime.planner import plan_text
     from .runtime.strategy import OptionError, check_options
-    from .runtime.target import default_target_url
 
     opts = _make_options(kw)
     try:
         check_options(opts)
-        spec = load_spec(spec_path)
+        target = resolve_target(kw["target_url"])
+        spec, = _load_all((spec_path,))
         check_options(opts, spec.source.timezone)
     except OptionError as e:
         raise click.UsageError(str(e)) from None
-    except SpecError as e:
-        click.echo(str(e), err=True)
-        sys.exit(EXIT_FAILED)
     try:
-        text = plan_text(spec, opts, kw["target_url"] or default_target_url())
+        with reported(opts.debug, target):
+            text = plan_text(spec, opts, target)
     except SpecError as e:  # a name the source query does not return
         click.echo(str(e), err=True)
         sys.exit(EXIT_FAILED)
@@ -227,27 +240,28 @@ def plan(spec_path: str, **kw) -> None:
 @main.command()
 @click.option("--stale-after", default="10m", show_default=True, metavar="DURATION",
               help="A running sync whose heartbeat is older than this (30s, 10m, 1h) is dead.")
-@click.option("--target", "target_url", metavar="URL", default=None,
-              help="Target database URL (default: $SYNCRUNNER_TARGET_URL, else sqlite:///syncrunner.db).")
-def sweep(stale_after: str, target_url: str | None) -> None:
+@target_option
+@debug_option
+def sweep(stale_after: str, target_url: str | None, debug: bool) -> None:
     """Mark runs whose heartbeat is stale `failed` ("heartbeat lost"); a run whose lock is still
     held is alive (maybe hung) and is only reported. A swept run's checkpoint stays resumable."""
     from .runtime.history import sweep_stale
-    from .runtime.target import default_target_url, make_engine, target_exists
+    from .runtime.target import make_engine, target_exists
     from .spec import parse_duration
 
-    setup_logging(False)
+    setup_logging(debug)
     try:
         age = parse_duration(stale_after)
     except ValueError:
         raise click.UsageError(f"--stale-after {stale_after!r} is not a duration (e.g. 30s, 10m, 2h)") from None
-    url = target_url or default_target_url()
+    url = resolve_target(target_url)
     if not target_exists(url):
         click.echo("no target database yet: nothing to sweep")
         return
     engine = make_engine(url)
     try:
-        swept, skipped = sweep_stale(engine, age)
+        with reported(debug, url):
+            swept, skipped = sweep_stale(engine, age)
     finally:
         engine.dispose()
     for r in swept:

@@ -22,6 +22,22 @@ def normalize_url(url: str) -> sa.URL:
     return u
 
 
+def url_problem(url: str) -> str | None:
+    """Why `url` cannot name a database (not a URL, an unknown kind, a driver not installed), or
+    None. Checked before a command touches anything."""
+    try:
+        dialect = normalize_url(url).get_dialect()
+    except sa.exc.NoSuchModuleError:  # a subclass of ArgumentError
+        return "names a kind of database SQLAlchemy does not know"
+    except sa.exc.ArgumentError:
+        return "is not a database URL (e.g. postgresql://user@host/db, mysql://user@host/db, sqlite:///file.db)"
+    try:
+        dialect.import_dbapi()
+    except ImportError as e:
+        return f"needs a database driver that is not installed ({e})"
+    return None
+
+
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 

@@ -30,6 +30,7 @@ class Problem:
     key: str
     message: str
     severity: str = "error"
+    kind: str = "spec"  # "env": a ${VAR} the environment does not set (how the command was called)
 
     def __str__(self) -> str:
         tag = "" if self.severity == "error" else f"{self.severity}: "
@@ -42,6 +43,11 @@ class SpecError(Exception):
     def __init__(self, problems: list[Problem]):
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
+
+    @property
+    def missing_env(self) -> bool:
+        """An environment variable the spec needs is not set: a usage error, not a broken spec."""
+        return any(p.kind == "env" for p in self.problems)
 
 
 @dataclass(frozen=True)
@@ -201,7 +207,7 @@ def check_spec(path: str | Path, env: Mapping[str, str] | None = None, *,
         problems.append(Problem(
             fname, loc.line_of(mv.path), _key_str(mv.path),
             f"environment variable {mv.name} is not set (needed by spec {fname})",
-            "error" if strict_env else "warning"))
+            "error" if strict_env else "warning", "env"))
 
     problems += _schema_problems(data, loc, fname)
     problems += semantic_problems(data, loc, fname)

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from syncrunner.cli import EXIT_FAILED, EXIT_PARTIAL, main
+from syncrunner.cli import EXIT_FAILED, EXIT_PARTIAL, EXIT_USAGE, main
 from syncrunner.runtime.target import target_exists
 from tests.conftest import MYSQL_SERVER
 from tests.helpers import history, item, make_source, rows, write_spec
@@ -55,7 +55,7 @@ def test_unreachable_source_fails_with_exit_code_and_history(tmp_path, sqlite_ur
 def test_missing_env_var_names_variable_and_spec(tmp_path, sqlite_url):
     spec = write_spec(tmp_path)
     res = CliRunner().invoke(main, ["run", str(spec), "--target", sqlite_url], env={"ITEM_DB_URL": ""})
-    assert res.exit_code == EXIT_FAILED
+    assert res.exit_code == EXIT_USAGE
     assert "ITEM_DB_URL" in res.output and str(spec) in res.output
 
 

@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
+from syncrunner.dburl import create_engine
 from syncrunner.redact import redact
 from syncrunner.runtime.engine import RunResult, run_spec
 from syncrunner.runtime.strategy import RunOptions
@@ -81,6 +83,14 @@ def seed_contacts(fake: FakeHubSpot, n: int, group: int = 37) -> list[str]:
     for g in range(0, n, group):
         fake.touch("contacts", ids[g:g + group], when=T0 + dt.timedelta(minutes=g // group))
     return ids
+
+
+def tables(target: str) -> set[str]:
+    engine = create_engine(target)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
 
 
 def landed(target: str, table: str, key: str = "id") -> tuple[int, int]:
@@ -329,7 +339,7 @@ def test_wrong_token_fails_fast_clearly_and_writes_nothing(hubspot, target, capl
     assert "HTTP 401" in result.error and "bearer token (from ${HUBSPOT_TOKEN})" in result.error
     assert "page 1 of POST " in result.error and "not retried" in result.error
     assert hubspot.counters.requests == 1
-    assert landed(target, "hubspot_contacts") == (0, 0)
+    assert "hubspot_contacts" not in tables(target)  # the source failed before the table was created
     (h,) = history(target)
     assert h.status == "failed" and "HTTP 401" in h.error_message
     for text in (result.error, h.error_message, json.dumps(as_json(h.configuration)), caplog.text):

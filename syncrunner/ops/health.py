@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field
 
 import click
 
+from ..clierrors import debug_option, ordinary, resolve_target, target_option, target_problem
 from ..redact import redact_url
-from ..runtime.target import default_target_url
 from .runs import NoHistory, RunView, age_text, last_ended, load_runs, split_entity
 from .table import format_table
 
@@ -126,6 +126,15 @@ def health_lines(sources: list[SourceHealth], now: dt.datetime) -> list[str]:
     return lines
 
 
+def _unreachable(problem: str, target: str, now: dt.datetime, as_json: bool) -> None:
+    """The target cannot be read: unhealthy, and a monitor's one line says why."""
+    if as_json:
+        click.echo(json.dumps({"healthy": False, "checked_at": now.isoformat(), "target": redact_url(target),
+                               "error": problem, "sources": []}, indent=2))
+    click.echo(f"UNHEALTHY: {problem}", err=True)
+    sys.exit(EXIT_UNHEALTHY)
+
+
 def _expected_sources(paths: tuple[str, ...], by: str) -> list[str]:
     """Enabled specs under PATHS are expected to have run, so a source that never ran is reported."""
     from ..spec import check_spec, find_specs
@@ -154,17 +163,18 @@ def _expected_sources(paths: tuple[str, ...], by: str) -> list[str]:
 @click.option("--by", type=click.Choice(["entity", "crm"]), default="entity", show_default=True,
               help="One verdict per crm.entity, or per CRM (as the reference guide's checker).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--target", "target_url", metavar="URL", default=None,
-              help="Target database URL (default: $SYNCRUNNER_TARGET_URL, else sqlite:///syncrunner.db).")
+@target_option
+@debug_option
 def health_command(paths: tuple[str, ...], crm: str | None, entity: str | None, hours: float,
                    min_success_rate: float, max_age_hours: float | None, partial_ok: bool,
-                   stale_minutes: float, by: str, as_json: bool, target_url: str | None) -> None:
-    """Per source: success rate of recent runs and age of the last success. Exit 0 healthy, 1 not.
+                   stale_minutes: float, by: str, as_json: bool, target_url: str | None, debug: bool) -> None:
+    """Per source: success rate of recent runs and age of the last success. Exit 0 healthy, 1 not
+    (also when the target is unreachable).
 
     PATHS (optional spec files or folders): judge exactly their enabled entities, so one that never
     ran is reported, and one that was retired (still in SyncHistory) is not."""
     policy = HealthPolicy(hours, min_success_rate, max_age_hours, partial_ok, stale_minutes, by)
-    target = target_url or default_target_url()
+    target = resolve_target(target_url)
     crm, entity = split_entity(crm, entity)
     now = dt.datetime.now(dt.timezone.utc)
     expected = [n for n in _expected_sources(paths, by)
@@ -175,6 +185,10 @@ def health_command(paths: tuple[str, ...], crm: str | None, entity: str | None, 
         last_success = last_ended(target, statuses, crm=crm, entity=entity)
     except NoHistory:
         runs, last_success = [], {}
+    except ordinary() as e:
+        if debug:
+            raise
+        _unreachable(target_problem(e, target), target, now, as_json)
     sources = assess(runs, last_success, policy, now, expected)
     if paths:  # the specs name what should run: retired entities' old rows must not alarm forever
         sources = [s for s in sources if s.source in set(expected)]

@@ -6,9 +6,9 @@ import sys
 
 import click
 
+from ..clierrors import debug_option, reported, resolve_target, target_option
 from ..redact import redact_url
 from ..runtime.history import STATUSES
-from ..runtime.target import default_target_url
 from .runs import NoHistory, RunView, load_runs, split_entity
 from .table import format_table
 
@@ -36,15 +36,17 @@ def history_lines(runs: list[RunView]) -> list[str]:
 @click.option("--status", type=click.Choice(STATUSES), help="Only runs with this status.")
 @click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True, help="Newest N runs (0 = all).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
-@click.option("--target", "target_url", metavar="URL", default=None,
-              help="Target database URL (default: $SYNCRUNNER_TARGET_URL, else sqlite:///syncrunner.db).")
+@target_option
+@debug_option
 def history_command(crm: str | None, entity: str | None, status: str | None, limit: int, as_json: bool,
-                    target_url: str | None) -> None:
-    """Show recent runs from SyncHistory, newest first: status, window, counts, duration, rate, error."""
-    target = target_url or default_target_url()
+                    target_url: str | None, debug: bool) -> None:
+    """Show recent runs from SyncHistory, newest first: status, window, counts, duration, rate, error.
+    Exit 1 if the target cannot be read."""
+    target = resolve_target(target_url)
     crm, entity = split_entity(crm, entity)
     try:
-        runs = load_runs(target, crm=crm, entity=entity, status=status, limit=limit or None)
+        with reported(debug, target):
+            runs = load_runs(target, crm=crm, entity=entity, status=status, limit=limit or None)
     except NoHistory:
         runs = []
         click.echo(f"no SyncHistory in {redact_url(target)}: nothing has run against this target", err=True)

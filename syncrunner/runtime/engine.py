@@ -3,6 +3,7 @@ checkpoint, one target transaction per chunk. Knows nothing about any CRM."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 import os
 import random
@@ -12,19 +13,20 @@ import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import sqlalchemy as sa
 
 from ..adapters.sources.base import Chunk, Source, make_source
 from ..envvars import map_workers_from_env, slot_wait_from_env, target_retry_seconds
+from ..errtext import one_line
 from ..redact import redact
 from ..spec import Spec, SpecError
 from . import history
 from .deletes import DeleteSweep
 from .dryrun import TargetPreview
 from .heartbeat import Heartbeat
-from .locks import LockBusy, LockLost, RunGuard
+from .locks import LockBusy, LockLost, LockUnavailable, RunGuard
 from .columns import check_columns
 from .chunkmap import MappedChunk, key_text, map_chunk, max_cursor
 from .fingerprint import uses_fingerprints
@@ -200,9 +202,9 @@ class SyncRun:
         self.guard = RunGuard(engine, spec.crm, spec.entity, max_concurrent=self.max_concurrent)
         try:
             self.guard.acquire(self.opts.wait, describe_holder=lambda: self._holder(engine))
-        except (LockBusy, sa.exc.SQLAlchemyError) as e:
+        except (LockBusy, LockUnavailable, sa.exc.SQLAlchemyError) as e:
             busy = isinstance(e, LockBusy)
-            message = str(e) if busy else redact(f"{type(e).__name__}: {e}")
+            message = str(e) if busy else redact(one_line(e))
             log.error("Not starting %s %s sync: %s", spec.crm, spec.entity, message)
             result = RunResult(spec, "locked" if busy else "failed", self.stats,
                                seconds=time.monotonic() - started, error=message)
@@ -221,8 +223,8 @@ class SyncRun:
         except sa.exc.SQLAlchemyError:
             return ""
 
-    def _prepare_target(self, engine: sa.Engine, conn: sa.Connection, writer: Writer) -> None:
-        """Create/evolve the tables, then sweep this entity's dead runs: we hold its lock, so any
+    def _prepare_history(self, engine: sa.Engine, conn: sa.Connection) -> None:
+        """Create the history tables, then sweep this entity's dead runs: we hold its lock, so any
         `running` row of it belongs to a process that is gone (its checkpoint becomes resumable)."""
         for attempt in range(3):
             try:
@@ -233,9 +235,6 @@ class SyncRun:
                 if attempt == 2:
                     raise
                 time.sleep(0.2 + random.random() * 0.3)
-        with conn.begin():
-            for msg in writer.prepare(conn):
-                log.info("%s: %s", self.spec.name, msg)
         swept, _ = history.sweep_stale(engine, dt.timedelta(0), crm=self.spec.crm,
                                        entity=self.spec.entity, lock_held=True)
         for row in swept:
@@ -254,17 +253,23 @@ class SyncRun:
         beat: Heartbeat | None = None
         pipe = WriteAhead()
         try:
-            self._prepare_target(engine, conn, writer)
+            self._prepare_history(engine, conn)
+            if self.stop.requested:  # stopped while starting: no run to record
+                raise Interrupted(self.stop.requested)
+            with conn.begin():
+                window = decide(spec, opts, conn)
+                run_id = self._run_id = history.start_run(conn, spec.crm, spec.entity, self._configuration(window))
+            beat = Heartbeat(engine, run_id, interval=self.heartbeat_seconds, guard=self.guard)
+            beat.start()
+            total, chunks = self._open_source(window)  # before anything is created in the target
+            with conn.begin():
+                for msg in writer.prepare(conn):
+                    log.info("%s: %s", spec.name, msg)
             with conn.begin():
                 if self.skipper is not None and not opts.force:
                     self.skipper.start(engine, conn, writer.table)
-                window = decide(spec, opts, conn)
-                run_id = self._run_id = history.start_run(conn, spec.crm, spec.entity, self._configuration(window))
                 deletes.begin(conn, window, opts, run_id)
-            beat = Heartbeat(engine, run_id, interval=self.heartbeat_seconds, guard=self.guard)
-            beat.start()
             watermark = self._initial_watermark(window)
-            total = self.source.count(window) if self.count_total else None
             log.info("Starting %s %s sync with %s records: %s", spec.crm, spec.entity,
                      "unknown" if total is None else f"{total:,}", window.reason)
             self._notify_started(window, total)
@@ -276,7 +281,7 @@ class SyncRun:
                 # row will be mapped, so the workers start now; chunks map here until one answers
             ahead: Prepared | None = None  # with fingerprint lookups, one chunk is read ahead: its lookup
             # runs while the chunk before it is mapped
-            for chunk in self.source.chunks(window, window.position, opts.max_records):
+            for chunk in chunks:
                 prepared = self.skipper.prepare(chunk, defer=self._pooled()) if self.skipper else Prepared(chunk)
                 for ready in ([ahead] if ahead is not None else []) + ([] if prepared.found else [prepared]):
                     self._hand_over(ready, flow)
@@ -302,9 +307,9 @@ class SyncRun:
                 except BaseException as write_error:  # noqa: BLE001 - the first error is the one reported
                     log.debug("%s: the in-flight chunk write failed too: %s", spec.name, redact(write_error))
             message = f"interrupted ({e.args[0] if e.args else 'signal'})" \
-                if isinstance(e, (KeyboardInterrupt, Interrupted)) else \
-                redact(f"{type(e).__name__}: {e}")
+                if isinstance(e, (KeyboardInterrupt, Interrupted)) else redact(one_line(e))
             log.error("Failed %s %s sync: %s", spec.crm, spec.entity, message)
+            log.debug("%s: where it failed", spec.name, exc_info=True)  # --debug: the traceback
             if beat is not None:
                 beat.stop()
             if run_id is None:
@@ -333,6 +338,17 @@ class SyncRun:
                 conn.rollback()
             writer.close(conn)
             conn.close()
+
+    def _open_source(self, window: Window) -> tuple[int | None, Iterator[Chunk]]:
+        """Count the window (for progress) and read its first chunk: a source that cannot be
+        reached or refuses the credentials fails the run (recorded) with the target untouched."""
+        try:
+            total = self.source.count(window) if self.count_total else None
+            chunks = iter(self.source.chunks(window, window.position, self.opts.max_records))
+            first = next(chunks, None)
+        except Exception as e:  # noqa: BLE001 - whatever it is, it is the source's
+            raise SourceUnavailable(f"{one_line(e)} (nothing was written to the target)") from e
+        return total, itertools.chain([] if first is None else [first], chunks)
 
     def _hand_over(self, prepared: Prepared, flow: "_Flow") -> None:
         """Map a chunk (in this process, overlapping the previous chunk's write, or queued to the
@@ -633,6 +649,11 @@ class SyncRun:
     def _notify_finished(self, result: RunResult) -> None:
         for obs in self.observers:
             obs.finished(result)
+
+
+class SourceUnavailable(RuntimeError):
+    """The source failed before its first chunk arrived (unreachable, credentials refused, a bad
+    query): the run failed without creating or writing anything in the target."""
 
 
 class TargetUnavailable(RuntimeError):

@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import random
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -41,6 +42,10 @@ class LockBusy(RuntimeError):
 
 class LockLost(RuntimeError):
     """A held lock vanished (its session died) and could not be taken back."""
+
+
+class LockUnavailable(RuntimeError):
+    """The lock cannot be taken at all (a SQLite target's lock file this user may not open)."""
 
 
 def _digest64(text: str) -> int:
@@ -128,17 +133,28 @@ class _MysqlBackend(_ServerBackend):
 
 
 class _FileBackend(_Backend):
-    """flock()ed files in <database>.locks/: released by the kernel when the process dies."""
+    """flock()ed files in <database>.locks/: released by the kernel when the process dies.
+
+    Whoever may write the database may take its locks: the folder and its files take the database
+    file's owner, group and mode (as SQLite gives its -wal and -shm files), brought in line by
+    every run of their owner or of root. A user who may not open them gets LockUnavailable."""
 
     def __init__(self, db_path: str):
+        self.db = Path(db_path)
         self.dir = Path(f"{db_path}.locks")
         self.files: dict[str, int] = {}
+        self.ready = False
 
     def try_lock(self, name: str) -> bool:
-        self.dir.mkdir(parents=True, exist_ok=True)
         safe = hashlib.sha1(name.encode()).hexdigest()[:12]
         label = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)[:80]
-        fd = os.open(self.dir / f"{label}-{safe}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        path = self.dir / f"{label}-{safe}.lock"
+        try:
+            like = self._prepare()
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise LockUnavailable(self._why(path, e)) from None
+        _follow(fd, like)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -149,6 +165,29 @@ class _FileBackend(_Backend):
         self.files[name] = fd
         return True
 
+    def _prepare(self) -> os.stat_result | None:
+        """Create the lock folder; once per run, give it and its files the database's permissions.
+        Returns the database file's stat (None before the first run creates it)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            like = self.db.stat()
+        except FileNotFoundError:
+            return None
+        if not self.ready:
+            self.ready = True
+            _follow(self.dir, like, folder=True)
+            for entry in os.scandir(self.dir):
+                if entry.name.endswith(".lock"):
+                    _follow(entry.path, like)
+        return like
+
+    def _why(self, path: Path, e: OSError) -> str:
+        if isinstance(e, PermissionError):
+            return (f"permission denied on the run lock {path}: every user who runs syncrunner against "
+                    f"{self.db} needs write access to {self.dir} and its files (they take the database "
+                    "file's owner, group and mode at its owner's or root's next run)")
+        return f"cannot create the run lock {path}: {e.strerror or e}"
+
     def unlock(self, name: str) -> None:
         fd = self.files.pop(name, None)
         if fd is not None:
@@ -158,6 +197,28 @@ class _FileBackend(_Backend):
     def close(self) -> None:
         for name in list(self.files):
             self.unlock(name)
+
+
+def _follow(target: str | Path | int, like: os.stat_result | None, folder: bool = False) -> None:
+    """Give a lock file (a path or an open descriptor) or the lock folder the database file's
+    owner, group and mode (a folder: x wherever r). Only its owner or root can; for anyone else
+    this leaves it as it is."""
+    if like is None:
+        return
+    mode = stat.S_IMODE(like.st_mode) & 0o666
+    if folder:
+        mode |= (mode & 0o444) >> 2
+    try:
+        st = os.stat(target)
+        me = os.geteuid()
+        if me == 0 and (st.st_uid, st.st_gid) != (like.st_uid, like.st_gid):
+            os.chown(target, like.st_uid, like.st_gid)
+        elif me == st.st_uid and st.st_gid != like.st_gid:
+            os.chown(target, -1, like.st_gid)  # allowed when the owner is in that group
+        if me in (0, st.st_uid) and stat.S_IMODE(st.st_mode) != mode:
+            os.chmod(target, mode)
+    except OSError as e:
+        log.debug("lock permissions of %s left as they are: %s", target, e)
 
 
 class _NoBackend(_Backend):
