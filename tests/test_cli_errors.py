@@ -182,7 +182,7 @@ def shared_dir():
 
 
 def _run_as(prefix: list[str], spec: Path, target: str, source: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = cli_env(source, target, SYNCRUNNER_CACHE_DIR=str(cwd / "cache"), HOME=str(cwd))
+    env = cli_env(source, target, HOME=str(cwd))
     return subprocess.run([*prefix, sys.executable, "-m", "syncrunner.cli", "run", str(spec), "--full"],
                           env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
 
