@@ -143,6 +143,9 @@ def run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...],
     from .runtime.signals import StoppedEarly, stopping_early
     with stopping_early():  # SIGTERM/SIGINT before a run starts: say so and exit, no bare -15
         try:
+            starting()  # no collection during the imports and spec loading (runtime/bulkgc.py)
+            spare = _spare_starter(kw)
+            spare()  # first: the worker starts up on the other core while this process imports
             with reported(kw["debug"] or kw["legacy_debug"]):
                 _run(paths, only, exclude, as_json, log_format, progress, kw)
         except StoppedEarly as e:
@@ -182,6 +185,8 @@ def _run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...]
         except OptionError as e:
             raise click.UsageError(str(e)) from None
         except StoppedEarly as e:  # before this spec's run started: the ones before it are reported
+            if not results:
+                raise
             click.echo(f"stopped by {e.signal_name} before {spec.name} started: nothing of it was written",
                        err=True)
             _report(results, EXIT_FAILED, as_json)
