@@ -143,9 +143,6 @@ def run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...],
     from .runtime.signals import StoppedEarly, stopping_early
     with stopping_early():  # SIGTERM/SIGINT before a run starts: say so and exit, no bare -15
         try:
-            starting()  # no collection during the imports and spec loading (runtime/bulkgc.py)
-            spare = _spare_starter(kw)
-            spare()  # first: the worker starts up on the other core while this process imports
             with reported(kw["debug"] or kw["legacy_debug"]):
                 _run(paths, only, exclude, as_json, log_format, progress, kw)
         except StoppedEarly as e:
