@@ -252,6 +252,7 @@ class SyncRun:
         watermark: Any = None
         beat: Heartbeat | None = None
         pipe = WriteAhead()
+        rest: Iterator[Chunk] | None = None
         try:
             self._prepare_history(engine, conn)
             if self.stop.requested:  # stopped while starting: no run to record
@@ -261,7 +262,7 @@ class SyncRun:
                 run_id = self._run_id = history.start_run(conn, spec.crm, spec.entity, self._configuration(window))
             beat = Heartbeat(engine, run_id, interval=self.heartbeat_seconds, guard=self.guard)
             beat.start()
-            total, chunks = self._open_source(window)  # before anything is created in the target
+            total, first, rest = self._open_source(window)  # before anything is created in the target
             with conn.begin():
                 for msg in writer.prepare(conn):
                     log.info("%s: %s", spec.name, msg)
@@ -281,7 +282,7 @@ class SyncRun:
                 # row will be mapped, so the workers start now; chunks map here until one answers
             ahead: Prepared | None = None  # with fingerprint lookups, one chunk is read ahead: its lookup
             # runs while the chunk before it is mapped
-            for chunk in chunks:
+            for chunk in itertools.chain(first, rest):
                 prepared = self.skipper.prepare(chunk, defer=self._pooled()) if self.skipper else Prepared(chunk)
                 for ready in ([ahead] if ahead is not None else []) + ([] if prepared.found else [prepared]):
                     self._hand_over(ready, flow)
@@ -327,6 +328,8 @@ class SyncRun:
                 raise
             return result
         finally:
+            if rest is not None and hasattr(rest, "close"):
+                rest.close()  # a failed run's source read ends now (its connection goes back)
             pipe.close()
             if self.pool is not None:
                 self.pool.close()
@@ -339,16 +342,17 @@ class SyncRun:
             writer.close(conn)
             conn.close()
 
-    def _open_source(self, window: Window) -> tuple[int | None, Iterator[Chunk]]:
+    def _open_source(self, window: Window) -> tuple[int | None, list[Chunk], Iterator[Chunk]]:
         """Count the window (for progress) and read its first chunk: a source that cannot be
-        reached or refuses the credentials fails the run (recorded) with the target untouched."""
+        reached or refuses the credentials fails the run (recorded) with the target untouched.
+        Returns the count, the first chunk (if any) and the rest."""
         try:
             total = self.source.count(window) if self.count_total else None
-            chunks = iter(self.source.chunks(window, window.position, self.opts.max_records))
-            first = next(chunks, None)
+            rest = iter(self.source.chunks(window, window.position, self.opts.max_records))
+            first = next(rest, None)
         except Exception as e:  # noqa: BLE001 - whatever it is, it is the source's
             raise SourceUnavailable(f"{one_line(e)} (nothing was written to the target)") from e
-        return total, itertools.chain([] if first is None else [first], chunks)
+        return total, [] if first is None else [first], rest
 
     def _hand_over(self, prepared: Prepared, flow: "_Flow") -> None:
         """Map a chunk (in this process, overlapping the previous chunk's write, or queued to the
