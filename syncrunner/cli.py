@@ -7,15 +7,16 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .clierrors import (EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, debug_option, reported,
+from syncrunner.ops.clierrors import (EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, debug_option, reported,
                         resolve_target, target_option)
-from .logsetup import LOG_FORMATS, setup_logging
-from .redact import guard_streams
-from .report import print_summary
-from .spec import SpecError, find_specs, load_spec
+from syncrunner.core.redact import guard_streams
+from syncrunner.ops.logsetup import LOG_FORMATS, setup_logging
+from syncrunner.ops.report import print_summary
+from syncrunner.spec.load import find_specs, load_spec
+from syncrunner.spec.model import SpecError
 
 if TYPE_CHECKING:
-    from .runtime.strategy import RunOptions
+    from syncrunner.runtime.strategy import RunOptions
 
 # What the commands need (SQLAlchemy, the engine, jsonschema, jinja2) is imported inside them:
 # `--help`, `lint` and `docs` should not pay for a database stack they never use.
@@ -37,13 +38,13 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in self.lazy:
             module, attr = self.lazy[name].rsplit(":", 1)
-            return getattr(importlib.import_module(module, __package__), attr)
+            return getattr(importlib.import_module(module), attr)
         return super().get_command(ctx, name)
 
 
 # operator commands (issue 6): each lives in its own module
-OPERATOR_COMMANDS = {"history": ".ops.history:history_command", "health": ".ops.health:health_command",
-                     "init": ".ops.init:init_command", "docs": ".docsgen:docs_command"}
+OPERATOR_COMMANDS = {"history": "syncrunner.ops.history:history_command", "health": "syncrunner.ops.health:health_command",
+                     "init": "syncrunner.ops.init:init_command", "docs": "syncrunner.spec.docsgen:docs_command"}
 
 
 @click.group(cls=LazyGroup, lazy=OPERATOR_COMMANDS,
@@ -58,7 +59,7 @@ def main() -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 def lint(paths: tuple[str, ...]) -> None:
     """Validate specs (schema and semantic checks); prints file:line: key: message."""
-    from .lint import lint_paths
+    from syncrunner.ops.lint import lint_paths
 
     count, problems = lint_paths(list(paths))
     errors = [p for p in problems if p.severity == "error"]
@@ -95,7 +96,7 @@ def run_options(f):
 
 
 def _make_options(kw: dict) -> RunOptions:
-    from .runtime.strategy import RunOptions
+    from syncrunner.runtime.strategy import RunOptions
     return RunOptions(full=kw["full"], force=kw["force"], start_date=kw["start_date"],
                       end_date=kw["end_date"], dry_run=kw["dry_run"], max_records=kw["max_records"],
                       batch_size=kw["batch_size"], skip_validation=kw["skip_validation"],
@@ -140,7 +141,7 @@ def run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...],
     after the current chunk (a second one at once). Exit code: 0 all succeeded, 3 some partial,
     1 some failed, 4 an entity was already running, 2 bad usage (refused before anything is
     touched)."""
-    from .runtime.signals import StoppedEarly, stopping_early
+    from syncrunner.runtime.signals import StoppedEarly, stopping_early
     with stopping_early():  # SIGTERM/SIGINT before a run starts: say so and exit, no bare -15
         try:
             with reported(kw["debug"] or kw["legacy_debug"]):
@@ -153,12 +154,12 @@ def run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...],
 def _run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...], as_json: bool,
          log_format: str, progress: bool, kw: dict) -> None:
     """The body of `run`."""
-    from .progress import ProgressObserver
-    from .runtime.engine import run_spec
-    from .runtime.memory import return_freed_memory
-    from .runtime.ordering import OrderError, run_order, select
-    from .runtime.signals import StoppedEarly
-    from .runtime.strategy import OptionError, check_options
+    from syncrunner.ops.progress import ProgressObserver
+    from syncrunner.runtime.engine import run_spec
+    from syncrunner.runtime.memory import return_freed_memory
+    from syncrunner.runtime.ordering import OrderError, run_order, select
+    from syncrunner.runtime.signals import StoppedEarly
+    from syncrunner.runtime.strategy import OptionError, check_options
 
     opts = _make_options(kw)
     setup_logging(opts.debug, log_format)
@@ -195,7 +196,7 @@ def _run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...]
 
 
 def _report(results, code: int, as_json: bool) -> None:
-    from .ops.summary import run_json
+    from syncrunner.ops.summary import run_json
 
     if as_json:
         click.echo(run_json(results, code))
@@ -219,8 +220,8 @@ def _exit_code(results) -> int:
 @run_options
 def plan(spec_path: str, **kw) -> None:
     """Show what a run would do, moving no data: the window and why, the SQL or first request, the DDL."""
-    from .runtime.planner import plan_text
-    from .runtime.strategy import OptionError, check_options
+    from syncrunner.runtime.planner import plan_text
+    from syncrunner.runtime.strategy import OptionError, check_options
 
     opts = _make_options(kw)
     try:
@@ -247,9 +248,9 @@ def plan(spec_path: str, **kw) -> None:
 def sweep(stale_after: str, target_url: str | None, debug: bool) -> None:
     """Mark runs whose heartbeat is stale `failed` ("heartbeat lost"); a run whose lock is still
     held is alive (maybe hung) and is only reported. A swept run's checkpoint stays resumable."""
-    from .runtime.history import sweep_stale
-    from .runtime.target import make_engine, target_exists
-    from .spec import parse_duration
+    from syncrunner.runtime.history import sweep_stale
+    from syncrunner.runtime.target import make_engine, target_exists
+    from syncrunner.spec.load import parse_duration
 
     setup_logging(debug)
     try:
@@ -283,7 +284,7 @@ def demo(workdir: str, size: int, verbose: bool) -> None:
     """Build a small Genius-shaped SQLite source, sync it, change it, sync again: end to end, no server."""
     import logging
 
-    from .demo import run_demo
+    from syncrunner.ops.demo import run_demo
 
     setup_logging(False)
     if not verbose:  # the demo's point is the summary; its bad records are listed from the table

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from syncrunner.dburl import create_engine
 from syncrunner.runtime.engine import RunResult, run_spec
 from syncrunner.runtime.strategy import RunOptions
-from syncrunner.spec import load_spec
+from syncrunner.spec.load import load_spec
 
 BASE_TS = dt.datetime(2025, 3, 1, 9, 0, 0)
 

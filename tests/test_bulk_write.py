@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from syncrunner.runtime.target import make_engine
 from syncrunner.runtime.writer import Writer
-from syncrunner.spec import load_spec
+from syncrunner.spec.load import load_spec
 
 SPEC = """\
 crm: testcrm
@@ -73,8 +73,8 @@ def test_bulk_write_round_trips_awkward_values(tmp_path, target_url):
 
 
 def test_sqlite_timestamp_text_is_what_sqlalchemy_binds():
-    from syncrunner.adapters.targets.sqlite import utc_text
-    from syncrunner.runtime.sqltypes import UTCDateTime
+    from syncrunner.targets.sqlite import utc_text
+    from syncrunner.targets.sqltypes import UTCDateTime
     proc = UTCDateTime()._cached_bind_processor(sa.create_engine("sqlite://").dialect)
     for v in [dt.datetime(2025, 1, 1, 12, 0, tzinfo=UTC), dt.datetime(2025, 1, 1, 12, 0, 0, 5),
               dt.datetime(1, 1, 1), dt.datetime(9999, 12, 31, 23, 59, 59, 999999),

@@ -142,7 +142,7 @@ def test_libyaml_and_pyyaml_locate_every_shipped_spec_alike():
     from pathlib import Path
 
     import yaml
-    from syncrunner import yamlpos
+    from syncrunner.spec import yamlpos
     paths = sorted((Path(__file__).resolve().parent.parent / "specs").rglob("*.yaml"))
     assert paths and yamlpos._FAST_LOADER is not None
     for path in paths:

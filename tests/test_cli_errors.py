@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from syncrunner.clierrors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from syncrunner.ops.clierrors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from syncrunner.runtime.locks import RunGuard
 from syncrunner.runtime.target import make_engine, target_exists
 from tests.helpers import cli, cli_env, cli_start, history, make_source, rows, write_spec

@@ -257,8 +257,8 @@ class FailingSource:
     the previous chunk is still being written on the write-ahead thread)."""
 
     def __init__(self, spec_path, source_url, fail_at: int):
-        from syncrunner.adapters.sources.sql import SqlSource
-        from syncrunner.spec import load_spec
+        from syncrunner.sources.sql import SqlSource
+        from syncrunner.spec.load import load_spec
         self.inner = SqlSource(load_spec(spec_path, {"ITEM_DB_URL": source_url}))
         self.metrics = self.inner.metrics
         self.fail_at = fail_at

@@ -10,15 +10,15 @@ import click
 from click.testing import CliRunner
 
 from syncrunner.cli import main
-from syncrunner.docsgen import generate, missing_annotations, reference_path
-from syncrunner.spec import schema_path
+from syncrunner.spec.docsgen import generate, missing_annotations, reference_path
+from syncrunner.spec.load import schema_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_spec_reference_is_up_to_date_with_the_schema():
     assert reference_path().read_text() == generate(), \
-        "docs/spec-reference.md is stale: run `python -m syncrunner.docsgen`"
+        "docs/spec-reference.md is stale: run `python -m syncrunner.spec.docsgen`"
     res = CliRunner().invoke(main, ["docs", "--check"])
     assert res.exit_code == 0, res.output
 

@@ -12,7 +12,7 @@ import pytest
 
 from syncrunner.runtime.engine import run_spec
 from syncrunner.runtime.strategy import RunOptions
-from syncrunner.spec import load_spec
+from syncrunner.spec.load import load_spec
 from tests.fakes.server import FakeAPI, Request, Response, route
 from tests.helpers import history, item, make_source, rows, sync, write_spec
 
@@ -92,7 +92,7 @@ def test_http_sources_default_to_the_stale_guard_sql_and_file_sources_do_not():
 
 
 def test_the_stale_guard_without_a_cursor_is_a_lint_error(tmp_path):
-    from syncrunner.spec import check_spec
+    from syncrunner.spec.load import check_spec
     spec = write_spec(tmp_path)
     spec.write_text(spec.read_text().replace("  cursor: updated_at\n", "  serves_stale_copies: true\n"))
     _, problems = check_spec(spec, {"ITEM_DB_URL": "mysql+pymysql://x@h/db"})

@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from syncrunner.cli import main
+from syncrunner.core.coerce import to_string, to_time
 from syncrunner.dburl import create_engine
-from syncrunner.runtime.coerce import to_string, to_time
 from tests.helpers import history, rows
 
 N = 3000
@@ -56,8 +56,8 @@ def test_decimals_and_times_read_back_exactly_on_every_target(tmp_path, mysql_ur
     assert len(reasons) == 2 and all("not a time of day" in r[0] for r in reasons)
 
     engine = create_engine(target_url)
-    from syncrunner.spec import load_spec
     from syncrunner.runtime.writer import build_table
+    from syncrunner.spec.load import load_spec
     typed = build_table(load_spec(spec, {"SHOP_DB_URL": mysql_url}))  # the spec's types read back
     with engine.connect() as c:
         got = {r.id: r for r in c.execute(sa.select(typed.c.id, typed.c.quoted, typed.c.opens))}

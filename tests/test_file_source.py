@@ -9,7 +9,8 @@ import pytest
 
 from syncrunner.runtime.engine import run_spec
 from syncrunner.runtime.strategy import RunOptions
-from syncrunner.spec import SpecError, load_spec
+from syncrunner.spec.load import load_spec
+from syncrunner.spec.model import SpecError
 from tests.helpers import history, rows
 
 SPEC = """\

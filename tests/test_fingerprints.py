@@ -117,7 +117,7 @@ def test_fingerprint_false_adds_no_column_and_maps_every_record(tmp_path, mysql_
 
 
 def test_a_field_named_like_the_fingerprint_column_is_a_lint_error(tmp_path):
-    from syncrunner.spec import check_spec
+    from syncrunner.spec.load import check_spec
     spec = write_spec(tmp_path)
     spec.write_text(spec.read_text().replace("  id:         {from: id", "  _sr_fingerprint: {from: id, type: integer}\n  id:         {from: id"))
     _, problems = check_spec(spec, {"ITEM_DB_URL": "mysql+pymysql://x@h/db"})
@@ -129,8 +129,8 @@ def test_stored_fingerprints_say_which_keys_do_not_match_the_same_on_every_targe
     the other targets fetch the stored fingerprints; both must name exactly the keys whose live
     stored row lacks the given fingerprint. Integer and string keys, a quote and a comma in one."""
     import sqlalchemy as sa
+    from syncrunner.core.fingerprint import FP_COLUMN
     from syncrunner.dburl import create_engine
-    from syncrunner.runtime.fingerprint import FP_COLUMN
     from syncrunner.runtime.fplookup import StoredFingerprints
     engine = create_engine(target_url)
     md = sa.MetaData()
@@ -204,7 +204,7 @@ def test_lookups_leave_no_chunk_data_for_the_garbage_collector(tmp_path, mysql_u
 def _pg_lookup(pg_url: str, name: str, stored: dict[int, int]):
     """A PostgreSQL table of id -> stored fingerprint, and a begun StoredFingerprints over it."""
     import sqlalchemy as sa
-    from syncrunner.runtime.fingerprint import FP_COLUMN
+    from syncrunner.core.fingerprint import FP_COLUMN
     from syncrunner.runtime.fplookup import StoredFingerprints
     from syncrunner.runtime.target import make_engine
     engine = make_engine(pg_url)
@@ -258,8 +258,8 @@ def test_postgresql_lookups_run_outside_a_transaction_and_the_pool_gets_its_conn
 
 
 def test_fingerprints_are_stable_salted_and_fit_a_bigint(tmp_path, mysql_url):
-    from syncrunner.runtime.fingerprint import Fingerprinter
-    from syncrunner.spec import load_spec
+    from syncrunner.core.fingerprint import Fingerprinter
+    from syncrunner.spec.load import load_spec
     spec = load_spec(write_spec(tmp_path), {"ITEM_DB_URL": mysql_url})
     records = [{"id": i, "name": f"item {i}"} for i in range(20000)]
     fps = Fingerprinter(spec, skip_validation=False).of(records)

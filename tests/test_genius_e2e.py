@@ -15,12 +15,12 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from syncrunner.cli import EXIT_OK, EXIT_PARTIAL, main
+from syncrunner.core.coerce import DataError
+from syncrunner.core.mapping import Mapper
+from syncrunner.core.templating import render_sql
 from syncrunner.dburl import create_engine
 from syncrunner.fixtures import genius
-from syncrunner.runtime.coerce import DataError
-from syncrunner.runtime.mapping import Mapper
-from syncrunner.runtime.templating import render_sql
-from syncrunner.spec import find_specs, load_spec
+from syncrunner.spec.load import find_specs, load_spec
 
 SPECS = Path(__file__).resolve().parents[1] / "specs" / "genius"
 SIZE = 1500

@@ -8,9 +8,9 @@ import pytest
 import sqlalchemy as sa
 from jinja2 import meta
 
+from syncrunner.core.templating import ENV, compile_expression, render_sql
 from syncrunner.fixtures import genius
-from syncrunner.runtime.templating import ENV, compile_expression, render_sql
-from syncrunner.spec import load_spec
+from syncrunner.spec.load import load_spec
 
 SIZE = 300
 SPECS = sorted((Path(__file__).resolve().parent.parent / "specs" / "genius").glob("*.yaml"))

@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from syncrunner.core.redact import redact
+from syncrunner.core.templating import ENV
 from syncrunner.dburl import create_engine
-from syncrunner.redact import redact
 from syncrunner.runtime.engine import RunResult, run_spec
 from syncrunner.runtime.strategy import RunOptions
-from syncrunner.runtime.templating import ENV
-from syncrunner.spec import Spec, check_spec, load_spec
+from syncrunner.spec.load import check_spec, load_spec
+from syncrunner.spec.model import Spec
 from tests.fakes import FakeCallRail, FakeHubSpot
 from tests.fakes.server import FakeAPI, Request, Response, route
 from tests.helpers import history, rows

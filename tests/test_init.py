@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from syncrunner.cli import main
 from syncrunner.dburl import create_engine
-from syncrunner.lint import lint_paths
+from syncrunner.ops.lint import lint_paths
 from tests.helpers import history, rows
 
 DDL = """

@@ -135,7 +135,7 @@ def test_heartbeat_stamps_a_running_sync_with_its_peak_memory(tmp_path, mysql_ur
     spec = write_spec(tmp_path)
     from syncrunner.runtime.engine import run_spec
     from syncrunner.runtime.strategy import RunOptions
-    from syncrunner.spec import load_spec
+    from syncrunner.spec.load import load_spec
     result = run_spec(load_spec(spec, {"ITEM_DB_URL": mysql_url}), RunOptions(), pg_url,
                       observers=[Slow()], heartbeat_seconds=0.1)
     assert result.status == "success"

@@ -1,4 +1,4 @@
-"""Mapping worker processes (runtime/mapworkers.py) and the straight first load (Writer.direct):
+"""Mapping worker processes (runtime/parallel.py) and the straight first load (Writer.direct):
 a run whose chunks are mapped by workers writes exactly what a run mapping in its own process
 writes, and no failure of a worker loses or duplicates a row. Real MariaDB source, real
 PostgreSQL target, real worker processes."""
@@ -104,7 +104,7 @@ def test_workers_write_exactly_what_the_run_process_writes(tmp_path, mysql_url, 
 
 def _workers(pid: int) -> list[int]:
     """The mapping worker processes among `pid`'s children."""
-    return [p for p in _children(pid) if b"syncrunner.runtime.mapworker" in _cmdline(p)]
+    return [p for p in _children(pid) if b"syncrunner.runtime.parallel_worker" in _cmdline(p)]
 
 
 def _cmdline(pid: int) -> bytes:
@@ -209,9 +209,9 @@ def test_a_mapping_worker_maps_a_chunk_without_the_runs_secrets(tmp_path, monkey
     import datetime as dt
     from decimal import Decimal
 
-    from syncrunner.adapters.sources.base import Chunk
-    from syncrunner.runtime.mapworkers import MapPool
-    from syncrunner.spec import load_spec
+    from syncrunner.core.records import Chunk
+    from syncrunner.runtime.parallel import MapPool
+    from syncrunner.spec.load import load_spec
 
     rule = '\nvalidate:\n  - {rule: "name is not none and id > 1", message: "no name or the first"}\n'
     spec = load_spec(write_spec(tmp_path, extra=rule), {"ITEM_DB_URL": "mysql+pymysql://u@127.0.0.1/db"})
@@ -244,9 +244,9 @@ def test_a_mapping_worker_maps_a_chunk_without_the_runs_secrets(tmp_path, monkey
 def test_workers_build_their_own_encoders_when_a_column_has_a_bind_processor(tmp_path):
     """A json field's COPY encoder wraps its SQLAlchemy bind processor (not picklable by name): the
     setup then carries none and each worker builds the encoders itself, as the run's target does."""
-    from syncrunner.runtime.mapworker import copy_encoders
-    from syncrunner.runtime.mapworkers import _shipped_encoders
-    from syncrunner.spec import load_spec
+    from syncrunner.runtime.parallel import _shipped_encoders
+    from syncrunner.runtime.parallel_worker import copy_encoders
+    from syncrunner.spec.load import load_spec
 
     env = {"ITEM_DB_URL": "mysql+pymysql://u@127.0.0.1/db"}
     plain = load_spec(write_spec(tmp_path), env)

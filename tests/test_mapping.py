@@ -6,10 +6,10 @@ from decimal import Decimal
 
 import pytest
 
-from syncrunner.runtime.coerce import DataError
-from syncrunner.runtime.mapping import Mapper
-from syncrunner.spec import load_spec
-from syncrunner.redact import redact
+from syncrunner.core.coerce import DataError
+from syncrunner.core.mapping import Mapper
+from syncrunner.core.redact import redact
+from syncrunner.spec.load import load_spec
 
 SPEC = """\
 crm: t
@@ -119,7 +119,7 @@ def test_url_password_is_redacted_everywhere():
 @pytest.mark.parametrize("value,ok", [("chloé@exämple.fr", True), ("a.b+c@x.co", True), ("bob@", False),
                                       ("n/a", False), ("a@b", False), ("x@@y.com", False), ("a b@c.com", False)])
 def test_email_validator_accepts_international_addresses(value, ok):
-    from syncrunner.runtime.validators import email
+    from syncrunner.core.validators import email
     if ok:
         email(value)
     else:
@@ -128,7 +128,7 @@ def test_email_validator_accepts_international_addresses(value, ok):
 
 
 def test_url_variables_hide_only_their_password():
-    from syncrunner.envvars import interpolate
+    from syncrunner.spec.envvars import interpolate
     interpolate({"a": "${API_BASE_URL}", "b": "${DB_URL}"},
                 {"API_BASE_URL": "https://api.example.com", "DB_URL": "postgresql://u:pw-1234@h/db"})
     assert redact("GET https://api.example.com/x") == "GET https://api.example.com/x"
@@ -137,7 +137,7 @@ def test_url_variables_hide_only_their_password():
 
 def test_naive_window_bounds_cover_the_repeated_hour_when_clocks_fall_back(tmp_path):
     """New York fell back at 2024-11-03 06:00 UTC: local 01:00-02:00 happened twice."""
-    from syncrunner.adapters.sources.sql import SqlSource
+    from syncrunner.sources.sql import SqlSource
     p = tmp_path / "s.yaml"
     p.write_text(SPEC)
     src = SqlSource(load_spec(p, {}))
@@ -158,8 +158,8 @@ def test_naive_window_bounds_cover_the_repeated_hour_when_clocks_fall_back(tmp_p
     "a == b == 2", "a < b < c",
 ])
 def test_fast_rules_agree_with_jinja(rule):
-    from syncrunner.runtime.mapping import fast_rule
-    from syncrunner.runtime.templating import compile_expression
+    from syncrunner.core.mapping import fast_rule
+    from syncrunner.core.templating import compile_expression
     fast, slow = fast_rule(rule, {"a", "b", "c"}), compile_expression(rule)
     assert fast is not None
     for row in [{"a": 1, "b": 2, "c": 3}, {"a": None, "b": 0, "c": 1}, {"a": 2, "b": 2, "c": 2},
@@ -176,7 +176,7 @@ def test_fast_rules_agree_with_jinja(rule):
 
 
 def test_rules_outside_the_fast_subset_still_use_jinja():
-    from syncrunner.runtime.mapping import fast_rule
+    from syncrunner.core.mapping import fast_rule
     assert fast_rule("a | length > 2", {"a"}) is None
     assert fast_rule("unknown_name > 2", {"a"}) is None
     assert fast_rule("combine(a, b) is none", {"a", "b"}) is None
@@ -189,7 +189,7 @@ def test_rules_outside_the_fast_subset_still_use_jinja():
 ])
 def test_fast_pymysql_datetime_converter_matches_pymysql(text):
     from pymysql.converters import convert_datetime
-    from syncrunner.adapters.sources.sql import pymysql_datetime as fast
+    from syncrunner.sources.sql import pymysql_datetime as fast
     assert fast(text) == convert_datetime(text) and type(fast(text)) is type(convert_datetime(text))
 
 
@@ -203,7 +203,7 @@ def test_empty_string_is_not_checked_but_stays_empty(mapper):
                                       ("555.123.4567 #7", True), ("123", False), ("see notes", False),
                                       ("555-CALL-NOW", False), ("n/a", False)])
 def test_phone_validator_accepts_extensions(value, ok):
-    from syncrunner.runtime.validators import phone
+    from syncrunner.core.validators import phone
     if ok:
         phone(value)
     else:

@@ -9,10 +9,10 @@ import logging
 from click.testing import CliRunner
 
 from syncrunner.cli import main
-from syncrunner.progress import ProgressObserver, chunk_line
+from syncrunner.ops.progress import ProgressObserver, chunk_line
 from syncrunner.runtime.engine import run_spec
 from syncrunner.runtime.strategy import RunOptions
-from syncrunner.spec import load_spec
+from syncrunner.spec.load import load_spec
 from tests.helpers import make_source, write_spec
 
 

@@ -20,7 +20,7 @@ from urllib.parse import quote, quote_plus
 import pytest
 import sqlalchemy as sa
 
-from syncrunner.redact import redact, register_auth_name, register_basic_auth, register_secret
+from syncrunner.core.redact import redact, register_auth_name, register_basic_auth, register_secret
 from tests.fakes.echo import EchoAPI
 
 KEY = "Tk+9f8e/7d6c5b4a=="                 # the API key, sent as ?api_key=

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from syncrunner.adapters.sources.sql import SqlSource
+from syncrunner.core.window import Window
 from syncrunner.dburl import create_engine
-from syncrunner.runtime.strategy import Window
-from syncrunner.spec import load_spec
+from syncrunner.sources.sql import SqlSource
+from syncrunner.spec.load import load_spec
 
 FULL = Window(mode="full", reason="test")
 

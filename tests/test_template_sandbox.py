@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from syncrunner.runtime import templating
-from syncrunner.runtime.templatecheck import TemplateRefused
-from syncrunner.runtime.templating import ENV
+from syncrunner.core import templating
+from syncrunner.core.templatecheck import TemplateRefused
+from syncrunner.core.templating import ENV
 from tests.fakes import FakeHubSpot
 from tests.helpers import cli, make_source
 
@@ -176,7 +176,7 @@ def test_escape_payloads_are_refused_by_every_command_before_anything_renders(tm
 
 def test_a_tie_break_request_is_checked_before_lint_renders_it(tmp_path):
     """Lint renders a tie_break for a sample tie (a spec check); a refused template is never rendered."""
-    from syncrunner.spec import check_spec
+    from syncrunner.spec.load import check_spec
 
     marker = tmp_path / "pwned"
     text = (SPECS / "hubspot" / "contacts.yaml").read_text().replace(
@@ -231,7 +231,7 @@ def test_a_run_fails_clearly_when_a_refused_expression_slips_past_the_checks(tmp
     and the run fails instead of dead-lettering records one by one."""
     from syncrunner.runtime.engine import run_spec
     from syncrunner.runtime.strategy import RunOptions
-    from syncrunner.spec import load_spec
+    from syncrunner.spec.load import load_spec
 
     marker = tmp_path / "pwned"
     source = f"sqlite:///{tmp_path / 'source.db'}"
@@ -247,8 +247,8 @@ def test_a_run_fails_clearly_when_a_refused_expression_slips_past_the_checks(tmp
 
 
 def test_mapping_rules_stop_at_render_time_and_fail_rather_than_dead_letter(tmp_path, monkeypatch):
-    from syncrunner.runtime.mapping import Mapper
-    from syncrunner.spec import load_spec
+    from syncrunner.core.mapping import Mapper
+    from syncrunner.spec.load import load_spec
 
     marker = tmp_path / "pwned"
     payload = EXPRESSIONS["cycler"].replace(CMD, f"touch {marker}")
@@ -263,8 +263,8 @@ def test_mapping_rules_stop_at_render_time_and_fail_rather_than_dead_letter(tmp_
 def test_mapping_workers_compile_expressions_in_the_same_sandbox(tmp_path, monkeypatch):
     """A mapping worker builds the spec's Mapper itself (from a pickled spec that was never linted
     in that process): the static check refuses there too, and behind it the sandbox."""
-    mapworker = pytest.importorskip("syncrunner.runtime.mapworker")
-    from syncrunner.spec import load_spec
+    mapworker = pytest.importorskip("syncrunner.runtime.parallel_worker")
+    from syncrunner.spec.load import load_spec
 
     marker = tmp_path / "pwned"
     payload = EXPRESSIONS["config"].replace(CMD, f"touch {marker}")

@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass, field
 
 import click
 
-from ..clierrors import debug_option, ordinary, resolve_target, target_option, target_problem
-from ..redact import redact_url
-from .runs import NoHistory, RunView, age_text, last_ended, load_runs, split_entity
-from .table import format_table
+from syncrunner.core.redact import redact_url
+from syncrunner.ops.clierrors import debug_option, ordinary, resolve_target, target_option, target_problem
+from syncrunner.ops.runs import NoHistory, RunView, age_text, last_ended, load_runs, split_entity
+from syncrunner.ops.table import format_table
 
 EXIT_HEALTHY, EXIT_UNHEALTHY = 0, 1
 
@@ -137,7 +137,7 @@ def _unreachable(problem: str, target: str, now: dt.datetime, as_json: bool) -> 
 
 def _expected_sources(paths: tuple[str, ...], by: str) -> list[str]:
     """Enabled specs under PATHS are expected to have run, so a source that never ran is reported."""
-    from ..spec import check_spec, find_specs
+    from syncrunner.spec.load import check_spec, find_specs
 
     names: set[str] = set()
     for path in find_specs(list(paths)):

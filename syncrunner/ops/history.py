@@ -6,11 +6,11 @@ import sys
 
 import click
 
-from ..clierrors import debug_option, reported, resolve_target, target_option
-from ..redact import redact_url
-from ..runtime.history import STATUSES
-from .runs import NoHistory, RunView, load_runs, split_entity
-from .table import format_table
+from syncrunner.core.redact import redact_url
+from syncrunner.ops.clierrors import debug_option, reported, resolve_target, target_option
+from syncrunner.ops.runs import NoHistory, RunView, load_runs, split_entity
+from syncrunner.ops.table import format_table
+from syncrunner.runtime.history import STATUSES
 
 MAX_ERROR_CHARS = 60
 

@@ -17,9 +17,9 @@ import click
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-from ..dburl import create_engine
-from ..redact import redact, redact_url, register_url_password
-from ..spec import check_spec, schema_path
+from syncrunner.core.redact import redact, redact_url, register_url_password
+from syncrunner.dburl import create_engine
+from syncrunner.spec.load import check_spec, schema_path
 
 # Update-time column names, best first: a cursor must move when a row changes, so creation times
 # (which never move) are not guessed.

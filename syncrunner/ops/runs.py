@@ -9,9 +9,9 @@ from typing import Any, Iterator
 
 import sqlalchemy as sa
 
-from ..redact import redact
-from ..runtime import history as h
-from ..runtime.target import make_engine, target_exists
+from syncrunner.core.redact import redact
+from syncrunner.runtime import history as h
+from syncrunner.runtime.target import make_engine, target_exists
 
 
 class NoHistory(Exception):

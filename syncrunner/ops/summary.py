@@ -7,7 +7,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from ..redact import redact
+from syncrunner.core.redact import redact
 
 
 def result_json(r) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """Map and validate one chunk of records: the work the engine does on its own thread and the
-mapping worker processes (runtime/mapworkers.py) do on theirs. Pure: no database, no engine
+mapping worker processes (runtime/parallel.py) do on theirs. Pure: no database, no engine
 state, so both give the same rows, dead letters and counts for the same records."""
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, Callable, Sequence
 
-from ..adapters.sources.base import BadRecord
-from ..spec import Spec
-from .coerce import DataError
-from .deadletter import dead_letter
-from .fingerprint import FP_COLUMN
-from .mapping import Mapper
-from .stats import Stats
+from syncrunner.core.coerce import DataError
+from syncrunner.core.deadletter import dead_letter
+from syncrunner.core.fingerprint import FP_COLUMN
+from syncrunner.core.mapping import Mapper
+from syncrunner.core.records import BadRecord
+from syncrunner.core.stats import Stats
+from syncrunner.spec.model import Spec
 
 
 @dataclass

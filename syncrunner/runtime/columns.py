@@ -7,15 +7,15 @@ import difflib
 import logging
 from pathlib import Path
 
-from ..redact import redact
-from ..spec import Problem, Spec, SpecError
-from .mapping import plain_path
+from syncrunner.core.mapping import plain_path
+from syncrunner.core.redact import redact
+from syncrunner.spec.model import Problem, Spec, SpecError
 
 log = logging.getLogger("syncrunner")
 
 
 def _located(spec: Spec):
-    from ..yamlpos import load_located
+    from syncrunner.spec.yamlpos import load_located
     try:
         return load_located(Path(spec.path).read_text(encoding="utf-8"))
     except Exception:  # noqa: BLE001 - positions are a courtesy: line 1 if the file changed
@@ -26,7 +26,7 @@ def expression_names(expr: str) -> set[str]:
     """The record names a field expression reads (Jinja's undeclared variables, minus helpers)."""
     from jinja2 import meta
 
-    from .templating import ENV
+    from syncrunner.core.templating import ENV
     try:
         names = meta.find_undeclared_variables(ENV.parse("{{ " + expr + " }}"))
     except Exception:  # noqa: BLE001 - lint reports an expression that does not parse

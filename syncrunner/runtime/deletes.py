@@ -16,10 +16,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..spec import Spec
-from . import history
-from .sqltypes import UTCDateTime
-from .strategy import RunOptions, Window
+from syncrunner.core.window import Window
+from syncrunner.runtime import history
+from syncrunner.runtime.strategy import RunOptions
+from syncrunner.spec.model import Spec
+from syncrunner.targets.sqltypes import UTCDateTime
 
 log = logging.getLogger("syncrunner.deletes")
 

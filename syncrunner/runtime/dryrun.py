@@ -1,9 +1,9 @@
 """What a real run would write, found by reading the target only (`run --dry-run`): each mapped
-row against its stored row, with the merge's own rules (adapters/targets/base.py): a new key is
+row against its stored row, with the merge's own rules (targets/base.py): a new key is
 created; under the stale guard (source.serves_stale_copies) an incoming row older than the stored
 one is stale (kept as stored, a failure) unless --force; a row equal in every compared column is
 unchanged; any other is updated. A row whose stored
-fingerprint is its source row's is unchanged, as a real run skips it (runtime/fingerprint.py).
+fingerprint is its source row's is unchanged, as a real run skips it (core/fingerprint.py).
 Nothing is written."""
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..spec import Spec
-from .deletes import DELETED_AT
-from .fingerprint import FP_COLUMN, Fingerprinter, uses_fingerprints
-from .writer import Writer
+from syncrunner.core.fingerprint import FP_COLUMN, Fingerprinter, uses_fingerprints
+from syncrunner.runtime.deletes import DELETED_AT
+from syncrunner.runtime.writer import Writer
+from syncrunner.spec.model import Spec
 
 KEYS_PER_QUERY = 500
 

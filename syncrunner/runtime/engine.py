@@ -7,7 +7,6 @@ import itertools
 import logging
 import os
 import random
-import resource
 import socket
 import threading
 import time
@@ -17,29 +16,33 @@ from typing import Any, Callable, Iterator, Protocol
 
 import sqlalchemy as sa
 
-from ..adapters.sources.base import Chunk, Source, make_source
-from ..envvars import map_workers_from_env, slot_wait_from_env, target_retry_seconds
-from ..errtext import one_line
-from ..redact import redact
-from ..spec import Spec, SpecError
-from . import history
-from .deletes import DeleteSweep
-from .dryrun import TargetPreview
-from .heartbeat import Heartbeat
-from .locks import LockBusy, LockLost, LockUnavailable, RunGuard
-from .columns import check_columns
-from .chunkmap import MappedChunk, key_text, map_chunk, max_cursor
-from .fingerprint import uses_fingerprints
-from .fplookup import Prepared, UnchangedSkipper
-from .mapping import Mapper, make_getter
-from .mapworkers import START_AFTER_ROWS, MapPool
-from .pipeline import WriteAhead
-from .signals import StopRequest
-from .stats import Stats
-from .strategy import (RunOptions, Window, check_options, decide, decide_readonly, format_watermark,
-                       parse_watermark)
-from .target import shared_target_engine, target_exists
-from .writer import Writer
+from syncrunner.core.deadletter import dead_letter
+from syncrunner.core.errtext import one_line
+from syncrunner.core.fingerprint import uses_fingerprints
+from syncrunner.core.mapping import Mapper, make_getter
+from syncrunner.core.records import Chunk
+from syncrunner.core.redact import redact
+from syncrunner.core.stats import Stats
+from syncrunner.core.window import Window
+from syncrunner.runtime import history
+from syncrunner.runtime.chunkmap import MappedChunk, key_text, map_chunk, max_cursor
+from syncrunner.runtime.columns import check_columns
+from syncrunner.runtime.deletes import DeleteSweep
+from syncrunner.runtime.dryrun import TargetPreview
+from syncrunner.runtime.fplookup import Prepared, UnchangedSkipper
+from syncrunner.runtime.heartbeat import Heartbeat
+from syncrunner.runtime.locks import LockBusy, LockLost, LockUnavailable, RunGuard
+from syncrunner.runtime.memory import peak_rss_mb
+from syncrunner.runtime.parallel import START_AFTER_ROWS, MapPool
+from syncrunner.runtime.pipeline import WriteAhead
+from syncrunner.runtime.settings import map_workers_from_env, slot_wait_from_env, target_retry_seconds
+from syncrunner.runtime.signals import StopRequest
+from syncrunner.runtime.strategy import RunOptions, check_options, decide, decide_readonly, format_watermark, parse_watermark
+from syncrunner.runtime.target import shared_target_engine, target_exists
+from syncrunner.runtime.writer import Writer
+from syncrunner.sources.base import Source
+from syncrunner.sources.registry import make_source
+from syncrunner.spec.model import Spec, SpecError
 
 log = logging.getLogger("syncrunner")
 MAX_LOGGED_BAD_RECORDS = 20
@@ -70,10 +73,6 @@ class Observer(Protocol):
 
 class Interrupted(Exception):
     """Raised between chunks when a stop was requested."""
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 @dataclass
@@ -382,7 +381,7 @@ class SyncRun:
         return self.pool is not None and self.pool.active
 
     def _start_pool(self, flow: "_Flow", *, wait: bool = False) -> None:
-        """Start the mapping workers, if this run may use them (see runtime/mapworkers.py)."""
+        """Start the mapping workers, if this run may use them (see runtime/parallel.py)."""
         if self.pool is not None or not self.map_workers:
             return
         self.pool = MapPool(self.spec, workers=self.map_workers,
@@ -465,7 +464,7 @@ class SyncRun:
                 with conn.begin():
                     res = writer.write(conn, mc.rows, mc.encoded, rows_of)
                     for rows, field_name in ((res.rejected, None), (res.kept_stored, self.cursor_field)):
-                        d += [history.dead_letter(run_id, spec.crm, spec.entity,
+                        d += [dead_letter(run_id, spec.crm, spec.entity,
                                                   key_text([row.get(k) for k in spec.target.key]),
                                                   field_name, reason, row) for row, reason in rows]
                     c.created, c.updated = res.created, res.updated

@@ -1,6 +1,6 @@
 """Stored fingerprints: per chunk, which records' rows are stored exactly as read (the lookups
 against the target, the skip decision, the keys still in flight). What a fingerprint is and why:
-runtime/fingerprint.py, which stays free of SQLAlchemy for the mapping workers."""
+core/fingerprint.py, which stays free of SQLAlchemy for the mapping workers."""
 from __future__ import annotations
 
 import logging
@@ -13,13 +13,13 @@ from functools import cached_property
 
 import sqlalchemy as sa
 
-from ..adapters.sources.base import BadRecord, Chunk
-from ..envvars import target_retry_seconds
-from ..spec import Spec
-from .coerce import DataError
-from .fingerprint import FP_COLUMN, Fingerprinter
-from .mapping import Mapper
-from .target import READ_ONLY
+from syncrunner.core.coerce import DataError
+from syncrunner.core.fingerprint import FP_COLUMN, Fingerprinter
+from syncrunner.core.mapping import Mapper
+from syncrunner.core.records import BadRecord, Chunk
+from syncrunner.runtime.settings import target_retry_seconds
+from syncrunner.runtime.target import READ_ONLY
+from syncrunner.spec.model import Spec
 
 log = logging.getLogger("syncrunner")
 LOOKUP_SLICE = 2000  # keys per lookup statement (SQLite's bind-parameter limit, plan caching)

@@ -9,23 +9,22 @@ import threading
 
 import sqlalchemy as sa
 
-from ..envvars import heartbeat_seconds_from_env
+from syncrunner.runtime.settings import heartbeat_seconds_from_env
 
-from . import history
-from .locks import RunGuard
+from syncrunner.runtime import history
+from syncrunner.runtime.locks import RunGuard
+from syncrunner.runtime.memory import peak_rss_mb
 
 log = logging.getLogger("syncrunner.heartbeat")
+
 
 class Heartbeat:
     def __init__(self, engine: sa.Engine, run_id: int, *, interval: float | None = None,
                  guard: RunGuard | None = None):
-        from .engine import peak_rss_mb  # late: engine imports this module
-
         self.engine = engine
         self.run_id = run_id
         self.interval = heartbeat_seconds_from_env() if interval is None else interval
         self.guard = guard
-        self.peak_rss_mb = peak_rss_mb
         self.beats = 0
         self._lock_ok = True
         self._stop = threading.Event()
@@ -54,7 +53,7 @@ class Heartbeat:
     def beat(self) -> None:
         try:
             with self.engine.begin() as conn:
-                history.heartbeat(conn, self.run_id, self.peak_rss_mb())
+                history.heartbeat(conn, self.run_id, peak_rss_mb())
             self.beats += 1
         except Exception as e:  # noqa: BLE001 - a missed beat is logged, never fatal by itself
             log.warning("heartbeat for run %s failed: %s", self.run_id, type(e).__name__)

@@ -10,10 +10,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..redact import redact
-from .sqltypes import JSONValue, RedactedJSON, RedactedText, UTCDateTime
-from .deadletter import dead_letter  # noqa: F401 - part of this module's interface
-from .stats import Stats
+from syncrunner.core.redact import redact
+from syncrunner.core.stats import Stats
+from syncrunner.targets.sqltypes import JSONValue, RedactedJSON, RedactedText, UTCDateTime
 
 STATUSES = ("running", "success", "partial", "failed")
 COMPLETED = ("success", "partial")
@@ -210,7 +209,7 @@ def sweep_stale(engine: sa.Engine, stale_after: dt.timedelta, *, crm: str | None
     A run is dead when its heartbeat is older than `stale_after` and nobody holds its entity lock
     (a hung process still holding it is reported, not swept). `lock_held`: the caller holds
     (crm, entity)'s lock, so every `running` row of that entity is dead whatever its age."""
-    from .locks import entity_lock_free  # locks knows nothing of history; keep it that way
+    from syncrunner.runtime.locks import entity_lock_free  # locks knows nothing of history; keep it that way
 
     with engine.connect() as conn:
         if not tables_exist(conn):

@@ -28,7 +28,7 @@ from typing import Callable
 
 import sqlalchemy as sa
 
-from ..envvars import max_concurrent_from_env, slot_wait_from_env
+from syncrunner.runtime.settings import max_concurrent_from_env, slot_wait_from_env
 
 log = logging.getLogger("syncrunner.locks")
 

@@ -1,4 +1,4 @@
-"""Give freed memory back to the system during a run (glibc only).
+"""Memory of a run: its peak resident size, and freed memory given back to the system (glibc only).
 
 A run allocates and frees megabyte-sized strings every chunk (a chunk's rows, a batch's COPY
 text, a worker's pickled answer) on several threads. glibc's malloc raises its mmap threshold after
@@ -11,6 +11,7 @@ Operators' own MALLOC_* environment settings win (nothing is changed then)."""
 from __future__ import annotations
 
 import os
+import resource
 import sys
 
 M_TRIM_THRESHOLD = -1     # glibc's mallopt parameter number
@@ -35,3 +36,7 @@ def _tune() -> bool:
     except (OSError, AttributeError, ImportError):
         return False
     return bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from graphlib import CycleError, TopologicalSorter
 
-from ..spec import Spec
+from syncrunner.spec.model import Spec
 
 
 class OrderError(ValueError):

@@ -7,13 +7,13 @@ import json
 
 import sqlalchemy as sa
 
-from ..adapters.sources.base import make_source
-from ..redact import redact, redact_url
-from ..spec import Spec, SpecError
-from .columns import check_columns, mapping_lines
-from .strategy import RunOptions, decide_readonly, describe_position
-from .target import make_engine, target_exists
-from .writer import Writer
+from syncrunner.core.redact import redact, redact_url
+from syncrunner.runtime.columns import check_columns, mapping_lines
+from syncrunner.runtime.strategy import RunOptions, decide_readonly, describe_position
+from syncrunner.runtime.target import make_engine, target_exists
+from syncrunner.runtime.writer import Writer
+from syncrunner.sources.registry import make_source
+from syncrunner.spec.model import Spec, SpecError
 
 
 def plan_text(spec: Spec, opts: RunOptions, target_url: str) -> str:

@@ -11,8 +11,9 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from ..spec import Spec
-from . import history
+from syncrunner.core.window import Window, iso_text
+from syncrunner.runtime import history
+from syncrunner.spec.model import Spec
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?")
@@ -39,31 +40,6 @@ class RunOptions:
     def flags(self) -> dict:
         """What SyncHistory.configuration records (no secrets live here)."""
         return {k: v for k, v in self.__dict__.items()}
-
-
-@dataclass
-class Window:
-    mode: str                      # since | full | delta | initial
-    reason: str
-    since: Any = None              # lower bound (inclusive) in cursor-field terms: UTC datetime, int...
-    until: Any = None              # upper bound (exclusive)
-    resume_run: int | None = None  # the failed run this one resumes
-    position: dict | None = None   # keyset position to resume after
-    watermark: str | None = None   # watermark carried from a resumed run
-    base_watermark: str | None = None  # the completed run's watermark a delta window starts from
-
-    @property
-    def bounded(self) -> bool:
-        return self.since is not None or self.until is not None
-
-    def as_config(self) -> dict:
-        return {"mode": self.mode, "since": _text(self.since), "until": _text(self.until)}
-
-
-def _text(v: Any) -> str | None:
-    if v is None:
-        return None
-    return v.isoformat() if hasattr(v, "isoformat") else str(v)
 
 
 def parse_date_option(name: str, value: str | None, tz: str) -> dt.datetime | None:
@@ -114,7 +90,7 @@ def parse_watermark(text: str | None, cursor_type: str | None) -> Any:
 
 
 def format_watermark(value: Any) -> str | None:
-    return _text(value)
+    return iso_text(value)
 
 
 def decide(spec: Spec, opts: RunOptions, conn: sa.Connection | None, *, dead_running: bool = False) -> Window:
@@ -138,7 +114,7 @@ def decide(spec: Spec, opts: RunOptions, conn: sa.Connection | None, *, dead_run
             base = parse_watermark(last.watermark, cursor_type)
             since = base - spec.lookback if isinstance(base, dt.datetime) else base
             window = Window("delta", f"SyncHistory run {last.id} ({last.status}, ended "
-                                     f"{_text(last.end_time)}): watermark {last.watermark} minus lookback "
+                                     f"{iso_text(last.end_time)}): watermark {last.watermark} minus lookback "
                                      f"{spec.lookback}", since=since, until=until,
                             base_watermark=last.watermark)
         elif last is not None:
@@ -156,7 +132,7 @@ def decide_readonly(spec: Spec, opts: RunOptions, engine: sa.Engine, exists: boo
     or alive (a real run would find the entity locked)."""
     if not exists:
         return decide(spec, opts, None), None
-    from .locks import entity_lock_free
+    from syncrunner.runtime.locks import entity_lock_free
     with engine.connect() as conn:
         if not history.tables_exist(conn):
             return decide(spec, opts, None), None
@@ -174,7 +150,7 @@ def decide_readonly(spec: Spec, opts: RunOptions, engine: sa.Engine, exists: boo
 def describe_position(position: dict, limit: int = 240) -> str:
     """A resume position in one short line: long lists (an HTTP source's keys seen at the cursor
     value, thousands of them) are counted, not printed."""
-    from .codec import decode
+    from syncrunner.core.codec import decode
 
     def short(v: Any) -> str:
         v = decode(v)

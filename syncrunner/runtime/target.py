@@ -6,8 +6,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from ..dburl import create_engine, shared_engine
-from ..envvars import default_target_url  # noqa: F401 - where the commands look for it
+from syncrunner.dburl import create_engine, shared_engine
 
 READ_ONLY = "sr_read_only"  # execution option: this connection only reads (see make_engine)
 

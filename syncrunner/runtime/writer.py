@@ -11,15 +11,16 @@ from typing import Callable, Iterator
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
-from ..adapters.targets.base import MergePlan, TargetDialect, dialect_for
-from ..redact import redact
-from ..spec import Spec
-from .chunkmap import EncodedRows
-from .deletes import DELETED_AT, deleted_at_column, soft_deletes
-from .fingerprint import FP_COLUMN, uses_fingerprints
-from .fplookup import fingerprint_column
-from .sqltypes import column_type, type_family
-from .strategy import format_watermark
+from syncrunner.core.fingerprint import FP_COLUMN, uses_fingerprints
+from syncrunner.core.redact import redact
+from syncrunner.runtime.chunkmap import EncodedRows
+from syncrunner.runtime.deletes import DELETED_AT, deleted_at_column, soft_deletes
+from syncrunner.runtime.fplookup import fingerprint_column
+from syncrunner.runtime.strategy import format_watermark
+from syncrunner.spec.model import Spec
+from syncrunner.targets.base import MergePlan, TargetDialect
+from syncrunner.targets.registry import dialect_for
+from syncrunner.targets.sqltypes import column_type, type_family
 
 log = logging.getLogger("syncrunner.writer")
 

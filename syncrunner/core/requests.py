@@ -1,0 +1,95 @@
+"""An HTTP request described in a spec (`request:` or `tie_break:`): its path, params, headers and
+JSON body are sandboxed Jinja templates, compiled once and rendered per query. A template that is
+exactly `{{ expression }}` keeps its value's type (a number stays a number, None leaves the part out)."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from syncrunner.core.templating import compile_expression, compile_text
+
+
+class RequestRenderError(ValueError):
+    """A request template rendered to something that cannot be sent."""
+
+
+Template = Callable[[dict], Any]
+_SINGLE = re.compile(r"\{\{(.*)\}\}", re.S)
+
+
+def compile_template(value: Any) -> Template:
+    """A YAML value whose strings are Jinja templates -> a function of the template context."""
+    if isinstance(value, str):
+        if "{" not in value:
+            return lambda ctx: value
+        single = _SINGLE.fullmatch(value.strip())
+        if single and "{{" not in single.group(1) and "}}" not in single.group(1):
+            expr = compile_expression(single.group(1))  # keeps the value's type; None = leave out
+            return lambda ctx: expr(**ctx)
+        t = compile_text(value)
+        return lambda ctx: t.render(**ctx)
+    if isinstance(value, dict):
+        parts = {k: compile_template(v) for k, v in value.items()}
+        return lambda ctx: {k: f(ctx) for k, f in parts.items()}
+    if isinstance(value, list):
+        items = [compile_template(v) for v in value]
+        return lambda ctx: [f(ctx) for f in items]
+    return lambda ctx: value
+
+
+def _param_text(value: Any) -> Any:
+    return str(value).lower() if isinstance(value, bool) else value
+
+
+@dataclass
+class Rendered:
+    """One request's parts, templates rendered."""
+
+    method: str | None
+    path: str | None
+    params: dict
+    headers: dict
+    body: Any
+
+    def under(self, over: "Rendered") -> "Rendered":
+        """These parts with `over`'s (a tie_break block) on top: params, headers and the keys of a
+        JSON object body are replaced one by one, so a tie_break names only what it changes."""
+        body = over.body if over.body is not None else self.body
+        if isinstance(self.body, dict) and isinstance(over.body, dict):
+            body = {**self.body, **over.body}
+        return Rendered(over.method or self.method, over.path or self.path, {**self.params, **over.params},
+                        {**self.headers, **over.headers}, body)
+
+
+class RequestTemplate:
+    """A `request` (or `tie_break`) mapping compiled once, rendered per query."""
+
+    def __init__(self, req: dict, name: str, what: str = "request"):
+        self.name, self.what = name, what
+        self.method = str(req["method"]).upper() if req.get("method") else None
+        self.path = compile_template(req["path"]) if req.get("path") else None
+        self.params = compile_template(req.get("params") or {})
+        self.headers = compile_template(req.get("headers") or {})
+        self.json_text = isinstance(req.get("json"), str)
+        self.body = compile_template(req["json"]) if req.get("json") is not None else None
+
+    def render(self, ctx: dict) -> Rendered:
+        params = {k: _param_text(v) for k, v in self.params(ctx).items() if v not in (None, "")}
+        headers = {k: str(v) for k, v in self.headers(ctx).items() if v not in (None, "")}
+        body = self.body(ctx) if self.body is not None else None
+        if self.json_text:
+            try:
+                body = json.loads(body)
+            except ValueError as e:
+                raise RequestRenderError(f"{self.name}: {self.what}.json did not render to valid JSON "
+                                      f"({e}):\n{body}") from None
+        return Rendered(self.method, str(self.path(ctx)) if self.path else None, params, headers, body)
+
+
+def context(since: Any, until: Any, since_exclusive: bool = False, tie_value: Any = None,
+            after_key: Any = None) -> dict:
+    """What request templates see."""
+    return {"since": since, "until": until, "window": since is not None or until is not None,
+            "since_exclusive": since_exclusive, "tie_value": tie_value, "after_key": after_key}

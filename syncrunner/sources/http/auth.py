@@ -1,0 +1,80 @@
+"""HTTP source authentication, from the spec's `source.auth`:
+
+    {type: bearer, token: ${HUBSPOT_TOKEN}}
+    {type: header, name: Authorization, value: 'Token token="${CALLRAIL_API_KEY}"'}
+    {type: basic, username: ${X_USER}, password: ${X_PASSWORD}}
+    {type: query, param: api_key, value: ${X_API_KEY}}
+
+Every credential value is registered with the redactor, whatever its variable is called (basic
+auth's `user:password` too, for its base64), and so is the header or parameter name that carries
+it, so its value is hidden by position as well. The label used in error messages names the
+environment variable(s) it came from, never the value."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+import yaml
+
+from syncrunner.core.redact import register_auth_name, register_basic_auth, register_secret
+
+_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
+
+
+@dataclass
+class Auth:
+    type: str = "none"
+    headers: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    basic: tuple[str, str] | None = None
+    label: str = "no credentials"
+
+    @classmethod
+    def from_options(cls, options: dict | None, spec_path: str | None = None) -> "Auth":
+        options = options or {}
+        kind = options.get("type", "none")
+        env = _env_names(spec_path)
+        where = f" (from {', '.join('${' + n + '}' for n in env)})" if env else ""
+        if kind == "bearer":
+            token = str(options["token"])
+            register_secret(token)
+            return cls(kind, headers={"Authorization": f"Bearer {token}"}, label=f"bearer token{where}")
+        if kind == "header":
+            name, value = options.get("name", "Authorization"), str(options["value"])
+            register_secret(value)
+            register_auth_name(name)
+            return cls(kind, headers={name: value}, label=f"{name} header{where}")
+        if kind == "basic":
+            user, password = str(options["username"]), str(options.get("password", ""))
+            register_basic_auth(user, password)
+            return cls(kind, basic=(user, password), label=f"basic auth user/password{where}")
+        if kind == "query":
+            param, value = options["param"], str(options["value"])
+            register_secret(value)
+            register_auth_name(param)
+            return cls(kind, params={param: value}, label=f"API key in query parameter '{param}'{where}")
+        return cls()
+
+    def apply(self, session: requests.Session) -> None:
+        session.headers.update(self.headers)
+        if self.basic:
+            session.auth = self.basic
+
+
+def _env_names(spec_path: str | None) -> list[str]:
+    """The ${VAR} names written under source.auth in the spec file (read raw, before interpolation),
+    so an auth failure can say which variable to check."""
+    if not spec_path:
+        return []
+    try:
+        raw = yaml.safe_load(Path(spec_path).read_text(encoding="utf-8"))
+        auth = raw["source"]["auth"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return []
+    names: list[str] = []
+    for key, value in auth.items():
+        if key != "type" and isinstance(value, str):
+            names += [n for n in _REF.findall(value) if n not in names]
+    return names

@@ -1,0 +1,205 @@
+"""Sending one HTTP call of a sync run: the client-side rate budget, retries of transient errors with
+exponential backoff and jitter (honouring Retry-After), fail-fast on refused credentials, and error
+messages that name the URL and page but never a secret."""
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import requests
+
+from syncrunner.core.redact import redact
+from syncrunner.sources.base import SourceMetrics
+from syncrunner.sources.http.auth import Auth
+
+log = logging.getLogger("syncrunner.http")
+TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+class HttpSourceError(Exception):
+    """An HTTP source failure the run cannot get past; the message is already redacted."""
+
+    def __init__(self, message: str):
+        super().__init__(redact(message))
+
+
+@dataclass
+class Call:
+    """One request to send. `url` is absolute; params are added to its query string."""
+
+    method: str
+    url: str
+    params: dict[str, Any] = field(default_factory=dict)
+    json: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    page: int = 1
+
+    def display(self, auth: Auth | None = None) -> str:
+        """METHOD url?query for messages: auth query parameters left out, then redacted."""
+        parts = urlsplit(self.url)
+        hidden = set(auth.params) if auth else set()
+        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in hidden]
+        query += [(k, v) for k, v in self.params.items() if k not in hidden]
+        url = urlunsplit(parts._replace(query=urlencode(query)))
+        return redact(f"{self.method} {url}")
+
+
+@dataclass
+class RetryPolicy:
+    max_attempts: int = 6            # in all, the first try included
+    backoff: float = 0.5             # seconds before the first retry; doubles each time
+    max_backoff: float = 30.0
+    max_retry_after: float = 120.0   # a longer Retry-After is cut to this
+
+    @classmethod
+    def from_options(cls, options: dict | None) -> "RetryPolicy":
+        o = options or {}
+        return cls(int(o.get("max_attempts", 6)), float(o.get("backoff", 0.5)),
+                   float(o.get("max_backoff", 30)), float(o.get("max_retry_after", 120)))
+
+    def delay(self, retry_no: int, retry_after: float | None) -> float:
+        """Full jitter (a random share of the exponential step) spreads clients apart; a server's
+        Retry-After is a floor, never shortened."""
+        step = min(self.max_backoff, self.backoff * (2 ** (retry_no - 1)))
+        jittered = step / 2 + random.uniform(0, step / 2)
+        if retry_after is not None:
+            return min(self.max_retry_after, max(retry_after, 0.0)) + random.uniform(0, 0.05)
+        return jittered
+
+
+class RateLimiter:
+    """Client-side request budget (token bucket) shared by every call of one run, retries included,
+    so a run stays under the API's limit instead of bouncing off it."""
+
+    def __init__(self, per_second: float | None, burst: int | None = None):
+        self.per_second = per_second
+        self.capacity = float(burst or 1)
+        self.tokens = self.capacity
+        self.last = time.monotonic()
+        self.lock = threading.Lock()
+        self.waited = 0.0
+
+    def acquire(self) -> None:
+        if not self.per_second:
+            return
+        with self.lock:
+            now = time.monotonic()
+            self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.per_second)
+            self.last = now
+            wait = 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.per_second
+            self.tokens -= 1
+        if wait > 0:
+            self.waited += wait
+            time.sleep(wait)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After is either seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class HttpClient:
+    def __init__(self, auth: Auth, retry: RetryPolicy, limiter: RateLimiter, metrics: SourceMetrics,
+                 timeout: float = 30.0, name: str = "source"):
+        self.auth = auth
+        self.retry = retry
+        self.limiter = limiter
+        self.metrics = metrics
+        self.timeout = timeout
+        self.name = name
+        self.session = requests.Session()
+        self.session.headers["Accept"] = "application/json"
+        auth.apply(self.session)
+
+    def send(self, call: Call) -> requests.Response:
+        """The response of a successful call; raises HttpSourceError otherwise."""
+        where = f"page {call.page} of {call.display(self.auth)}"
+        params = {**call.params, **{k: v for k, v in self.auth.params.items() if k not in _query_keys(call.url)}}
+        last_problem = ""
+        for attempt in range(1, self.retry.max_attempts + 1):
+            self.limiter.acquire()
+            self.metrics.api_calls += 1
+            retry_after = None
+            try:
+                resp = self.session.request(call.method, call.url, params=params or None, json=call.json,
+                                            headers=call.headers or None, timeout=self.timeout)
+            except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
+                last_problem = f"{type(e).__name__}: {_short(e)}"
+            else:
+                if resp.status_code < 400:
+                    return resp
+                if resp.status_code in (401, 403):
+                    raise HttpSourceError(
+                        f"{self.name}: HTTP {resp.status_code} from {where}: the API refused the "
+                        f"{self.auth.label}; check that credential (not retried). Response: {_body(resp)}")
+                if resp.status_code not in TRANSIENT_STATUS:
+                    raise HttpSourceError(f"{self.name}: HTTP {resp.status_code} from {where}: {_body(resp)}")
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                last_problem = f"HTTP {resp.status_code}: {_body(resp, 200)}"
+                if resp.status_code == 429:
+                    self.metrics.extra["throttled"] = self.metrics.extra.get("throttled", 0) + 1
+            if attempt == self.retry.max_attempts:
+                break
+            delay = self.retry.delay(attempt, retry_after)
+            self._note_retry(_cause(last_problem), redact(f"{self.name}: {last_problem} on {where}; retry "
+                                                          f"{attempt}/{self.retry.max_attempts - 1} in {delay:.1f}s"))
+            time.sleep(delay)
+        raise HttpSourceError(f"{self.name}: {where} still failing after {self.retry.max_attempts} "
+                              f"attempts; last error {last_problem}")
+
+    def _note_retry(self, cause: str, detail: str) -> None:
+        """Retries are routine: the first of each cause is logged at INFO, the rest at DEBUG, and
+        `log_retry_summary` gives one WARNING line per cause with its count."""
+        self.metrics.retries += 1
+        causes = self.metrics.extra.setdefault("retry_causes", {})
+        causes[cause] = causes.get(cause, 0) + 1
+        if causes[cause] == 1:
+            log.info("%s (further retries for %s are counted in the run's summary)", detail, cause)
+        else:
+            log.debug(detail)
+
+    def log_retry_summary(self) -> None:
+        """One WARNING line per distinct cause of the retries of a run, with its count."""
+        for cause, n in (self.metrics.extra.get("retry_causes") or {}).items():
+            log.warning("%s: retried %d time%s: %s", self.name, n, "" if n == 1 else "s", cause)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _query_keys(url: str) -> set[str]:
+    return {k for k, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
+
+
+def _cause(problem: str) -> str:
+    """A retry's cause without its details: `HTTP 503`, `HTTP 429 (rate limit)`, `ReadTimeout`."""
+    head = problem.split(":", 1)[0]
+    return f"{head} (rate limit)" if head == "HTTP 429" else head
+
+
+def _short(e: Exception) -> str:
+    """Redacted before it is cut: a cut through a secret would leave its first half unmatched."""
+    text = redact(e)
+    return text if len(text) < 300 else text[:300] + "..."
+
+
+def _body(resp: requests.Response, limit: int = 500) -> str:
+    text = redact(resp.text.strip().replace("\n", " "))
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -1,0 +1,242 @@
+"""HTTP source: any JSON API described by the spec alone (base URL, auth, request templates, the
+record list as a jmespath, a pagination style, a rate budget, a retry policy).
+
+The request's path, params, headers and JSON body are Jinja templates that see the delta window as
+`since` / `until` (UTC datetimes or None; filters `epoch_ms`, `epoch_s`, `iso`), `window` (true when
+bounded) and `since_exclusive` (true when every record at exactly `since` was read: ask for cursor >
+since). A param that renders empty is not sent, so one template can serve full and delta runs.
+Records outside the window are also dropped client-side when the spec has a cursor.
+
+`sorted_by_cursor: true` declares that the request returns records in ascending cursor order. The
+source then keeps its place (cursor.py), which gives exact resume after a crash and a way past
+result caps (`max_results_per_query`, HubSpot search's 10,000): instead of paging into the refusal
+it re-runs the query from the last cursor value. When more records than the cap may share one value
+(a bulk import stamps one millisecond on thousands), the spec's `tie_break` request lists the records
+at that value (`tie_value`) by key after `after_key`, and the main query then goes on past it."""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Callable, Iterator
+
+import jmespath
+import requests
+
+from syncrunner.core.records import Chunk
+from syncrunner.core.redact import redact
+from syncrunner.core.requests import RequestTemplate, context
+from syncrunner.core.window import Window
+from syncrunner.sources.base import SourceMetrics
+from syncrunner.sources.http.auth import Auth
+from syncrunner.sources.http.client import Call, HttpClient, HttpSourceError, RateLimiter, RetryPolicy
+from syncrunner.sources.http.cursor import CursorState, key_order
+from syncrunner.sources.http.paging import Paginator
+from syncrunner.sources.streaming import CursorReader, chunked, in_window, key_getter
+from syncrunner.spec.model import Spec
+
+log = logging.getLogger("syncrunner.http")
+DEFAULT_MAX_PAGES = 100_000
+
+class HttpSource:
+    def __init__(self, spec: Spec):
+        self.spec = spec
+        o = spec.source.options
+        self.options = o
+        self.base_url = str(o["base_url"]).rstrip("/")
+        self.auth = Auth.from_options(o.get("auth"), spec.path)
+        self.metrics = SourceMetrics()
+        rate = o.get("rate_limit") or {}
+        self.limiter = RateLimiter(rate.get("per_second"), rate.get("burst"))
+        self.client = HttpClient(self.auth, RetryPolicy.from_options(o.get("retries")), self.limiter,
+                                 self.metrics, float(o.get("timeout", 30)), spec.name)
+        self.request = RequestTemplate({"method": "GET", **o["request"]}, spec.name)
+        self.tie = RequestTemplate(o["tie_break"], spec.name, "tie_break") if o.get("tie_break") else None
+        self.records_expr = str(o["records"])
+        self.records = jmespath.compile(self.records_expr).search
+        self.paginator = Paginator.from_options(o.get("pagination"), self.base_url,
+                                                self.request.body is not None)
+        self.cap = o.get("max_results_per_query")
+        self.total = jmespath.compile(str(o["total"])).search if o.get("total") else None
+        self.max_pages = int(o.get("max_pages", DEFAULT_MAX_PAGES))
+        self.sorted = bool(o.get("sorted_by_cursor", False))
+        self.cursor = CursorReader.for_spec(spec)
+        self.key = key_getter(spec)
+        self.key_order = key_order(spec)
+        self.pages = 0
+        self._where: Call | None = None  # the call whose page is being read, for messages
+
+    # -- requests --------------------------------------------------------------------------------
+    def first_call(self, ctx: dict, tie: bool = False) -> Call:
+        parts = self.request.render(ctx)
+        if tie:
+            parts = parts.under(self.tie.render(ctx))
+        path = parts.path or ""
+        url = path if "://" in path else f"{self.base_url}/{path.lstrip('/')}"
+        return self.paginator.first(Call(parts.method or "GET", url, parts.params, parts.body, parts.headers))
+
+    def _page(self, call: Call) -> tuple[requests.Response, Any, list[dict]]:
+        self.pages += 1
+        if self.pages > self.max_pages:
+            raise HttpSourceError(f"{self.spec.name}: more than max_pages={self.max_pages} pages in one run "
+                                  f"(at {call.display(self.auth)}); raise max_pages if that is expected")
+        resp = self.client.send(call)
+        self.metrics.extra["pages"] = self.pages
+        self.metrics.extra["rate_limit_wait_seconds"] = round(self.limiter.waited, 2)
+        where = f"page {call.page} of {call.display(self.auth)}"
+        try:
+            body = resp.json()
+        except ValueError as e:
+            raise HttpSourceError(f"{self.spec.name}: {where}: the response is not valid JSON ({e}; "
+                                  f"{len(resp.content)} bytes, HTTP {resp.status_code})") from None
+        records = self.records(body)
+        if records is None:
+            keys = sorted(body) if isinstance(body, dict) else type(body).__name__
+            raise HttpSourceError(f"{self.spec.name}: {where}: no records at '{self.records_expr}' in the "
+                                  f"response (top-level keys: {keys})")
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise HttpSourceError(f"{self.spec.name}: {where}: '{self.records_expr}' is not a list of "
+                                  f"objects")
+        return resp, body, records
+
+    # -- streaming -------------------------------------------------------------------------------
+    def chunks(self, window: Window, position: dict | None, limit: int = 0) -> Iterator[Chunk]:
+        state = CursorState.from_position(position) if self.sorted else CursorState()
+        if position and not self.sorted:
+            log.info("%s: resuming from the start (an unsorted HTTP source has no exact checkpoint)",
+                     self.spec.name)
+        yield from chunked(self._stream(window, state), self._position(state),
+                           self.spec.source.chunk_size, limit)
+
+    def _position(self, state: CursorState) -> Callable[[], dict]:
+        if self.sorted:
+            return lambda: state.position(self.key_order)
+        return lambda: {"pages": self.pages}
+
+    def _stream(self, window: Window, state: CursorState) -> Iterator[dict]:
+        """Main queries, restarted at the cap, and tie listings between them (cursor.py)."""
+        while True:
+            self.metrics.queries += 1
+            if state.tie:
+                before = state.after_key
+                call = self.first_call(context(window.since, window.until, tie_value=state.cursor,
+                                               after_key=state.after_key), tie=True)
+                self._count("tie_break_queries")
+                capped = yield from self._query(call, self._accept_tie(state))
+                if not capped:
+                    state.end_tie()
+                elif state.after_key == before:
+                    raise HttpSourceError(f"{self.spec.name}: the tie_break request at cursor value "
+                                          f"{state.cursor} reached the cap without passing a key")
+                continue
+            since, exclusive = state.since(window.since)
+            call = self.first_call(context(since, window.until, since_exclusive=exclusive))
+            if not (yield from self._query(call, self._accept(window, state))):
+                return
+            self._at_cap(since, state)
+
+    def _at_cap(self, since: Any, state: CursorState) -> None:
+        """The query stopped at the result cap: list the last value's records by key (tie_break) or
+        restart the query from that value."""
+        self._count("query_restarts")
+        if state.cursor is None:
+            raise HttpSourceError(f"{self.spec.name}: max_results_per_query={self.cap} reached before any "
+                                  f"record had a cursor value to restart from")
+        if self.tie is not None:
+            log.info("%s: %d-result cap reached; listing the records at cursor %s by key (tie_break)",
+                     self.spec.name, self.cap, state.cursor)
+            state.start_tie()
+            return
+        if since is not None and state.cursor <= since:
+            raise HttpSourceError(
+                f"{self.spec.name}: more than max_results_per_query={self.cap} records share the cursor "
+                f"value {state.cursor}; the API cannot list them all with this request (a tie_break "
+                f"request that lists one cursor value by key can)")
+        log.info("%s: %d-result cap reached; restarting the query from cursor %s",
+                 self.spec.name, self.cap, state.cursor)
+
+    def _query(self, call: Call, accept: Callable[[dict], bool]):
+        """The records of one query that `accept` lets through, page by page; returns True when it
+        stopped at the result cap (the next page would reach past it)."""
+        seen = 0
+        while call is not None:
+            resp, body, records = self._page(call)
+            seen += len(records)
+            self._where = call
+            for rec in records:
+                if accept(rec):
+                    yield rec
+            nxt = self.paginator.following(call, resp, body, len(records))
+            if nxt is not None and self.cap and seen + len(records) > self.cap:
+                return True
+            call = nxt
+        return False
+
+    def _accept(self, window: Window, state: CursorState) -> Callable[[dict], bool]:
+        """A main query's record test: in the window, and (sorted) not yielded yet and in order."""
+        def accept(rec: dict) -> bool:
+            c = self.cursor(rec)
+            if self.cursor.enabled and not in_window(c, window, self.spec.source.null_cursor):
+                self._count("outside_window")
+                return False
+            if not self.sorted:
+                return True
+            k = self.key(rec)
+            if state.already_yielded(c, k):
+                return False
+            if c is not None and state.cursor is not None and (
+                    c < state.cursor or (c == state.cursor and state.exclusive)):
+                raise HttpSourceError(
+                    f"{self.spec.name}: {self._at()}: records are not in ascending cursor order ({c} "
+                    f"{'after' if c < state.cursor else 'again after reading every record at'} "
+                    f"{state.cursor}); sorted_by_cursor needs the request to sort by "
+                    f"{self.spec.source.cursor} ascending, and to ask for > since when since_exclusive")
+            state.advance(c, k)
+            return True
+        return accept
+
+    def _accept_tie(self, state: CursorState) -> Callable[[dict], bool]:
+        """A tie listing's record test: at the tied value, keys ascending, not yielded by the main query."""
+        def accept(rec: dict) -> bool:
+            c, k = self.cursor(rec), self.key(rec)
+            if c != state.cursor:
+                raise HttpSourceError(f"{self.spec.name}: {self._at()}: the tie_break request returned a "
+                                      f"record with cursor {c}, not the tied value {state.cursor}; it must "
+                                      f"ask for {self.spec.source.cursor} equal to tie_value")
+            if state.after_key is not None and not self.key_order(k) > self.key_order(state.after_key):
+                raise HttpSourceError(f"{self.spec.name}: {self._at()}: the tie_break request returned key "
+                                      f"{k} after {state.after_key}; it must ask for keys > after_key, "
+                                      f"sorted by key ascending")
+            state.after_key = k
+            return k not in state.keys
+        return accept
+
+    def _at(self) -> str:
+        call = self._where
+        return f"page {call.page} of {call.display(self.auth)}"
+
+    def _count(self, name: str) -> None:
+        self.metrics.extra[name] = self.metrics.extra.get(name, 0) + 1
+
+    # -- the rest of the Source protocol -----------------------------------------------------------
+    def count(self, window: Window) -> int | None:
+        """The API's own count of the window (spec `total:`), from one request for the first page."""
+        if self.total is None:
+            return None
+        _, body, _ = self._page(self.first_call(context(window.since, window.until)))
+        self.pages = 0  # the real pass starts its page count (and max_pages) afresh
+        value = self.total(body)
+        return int(value) if isinstance(value, (int, float, str)) and str(value).isdigit() else None
+
+    def describe(self, window: Window) -> dict:
+        call = self.first_call(context(window.since, window.until))
+        return {"request": call.display(self.auth), "json": json.loads(redact(json.dumps(call.json))),
+                "auth": self.auth.label, "records": self.records_expr,
+                "pagination": self.paginator.type, "rate_limit_per_second": self.limiter.per_second,
+                "max_results_per_query": self.cap, "tie_break": self.tie is not None}
+
+    def close(self) -> None:
+        self.client.log_retry_summary()
+        self.client.close()
+
+    def __repr__(self) -> str:
+        return redact(f"HttpSource({self.base_url})")

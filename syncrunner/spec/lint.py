@@ -1,0 +1,194 @@
+"""Semantic checks a JSON Schema cannot express: mapped cursor and keys, compilable templates and
+expressions that stay inside the template sandbox (checked without rendering them), safe use of
+the window in SQL, valid time zones and regexes."""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from syncrunner.core.mapping import plain_path
+from syncrunner.core.requests import RequestTemplate, context
+from syncrunner.core.templating import expression_problems, sql_template_problems, template_problems
+from syncrunner.spec.model import Problem, strings_in
+from syncrunner.spec.yamlpos import Located
+
+
+def semantic_problems(data: dict, loc: Located, fname: str) -> list:
+    problems: list[Problem] = []
+
+    def add(path: tuple, msg: str, severity: str = "error") -> None:
+        problems.append(Problem(fname, loc.line_of(path), ".".join(map(str, path)), msg, severity))
+
+    fields = data.get("fields") if isinstance(data.get("fields"), dict) else {}
+    source = data.get("source") if isinstance(data.get("source"), dict) else {}
+    target = data.get("target") if isinstance(data.get("target"), dict) else {}
+    direct = {}  # source path -> target field, for fields copied straight from a source path
+    for name, f in fields.items():
+        if not isinstance(f, dict):
+            continue
+        if "expr" in f:
+            if isinstance(f["expr"], str):
+                for msg in expression_problems(f["expr"]):
+                    add(("fields", name, "expr"), msg)
+        else:
+            path = f.get("from", name)
+            if isinstance(path, str):
+                direct.setdefault(path, name)
+                if not plain_path(path):  # a plain name or dotted path is always valid
+                    import jmespath
+                    try:
+                        jmespath.compile(path)
+                    except jmespath.exceptions.JMESPathError as e:
+                        add(("fields", name, "from"), f"not a valid jmespath expression: {e}")
+        if isinstance(f.get("regex"), str):
+            try:
+                re.compile(f["regex"])
+            except re.error as e:
+                add(("fields", name, "regex"), f"regex does not compile: {e}")
+        if f.get("required") and "default" in f:
+            add(("fields", name, "default"), "a required field with a default can never be missing", "warning")
+
+    cursor = source.get("cursor")
+    if isinstance(cursor, str) and fields:
+        if cursor not in direct:
+            add(("source", "cursor"), f"cursor '{cursor}' is not mapped by any field "
+                                      f"(add a field with from: {cursor})")
+        else:
+            ctype = fields[direct[cursor]].get("type")
+            if ctype not in ("datetime", "date", "integer", "decimal", "string", None):
+                add(("source", "cursor"), f"cursor field '{direct[cursor]}' has type {ctype}; "
+                                          "use datetime, date or integer")
+    if source.get("sorted_by_cursor") is True and not source.get("cursor"):
+        add(("source", "sorted_by_cursor"), "sorted_by_cursor: true needs a cursor: (the field the "
+                                            "records are sorted by); add source.cursor")
+    if source.get("serves_stale_copies") is True and not cursor:
+        add(("source", "serves_stale_copies"), "the stale guard compares cursors: it needs source.cursor")
+    skey = source.get("key")
+    for k in ([skey] if isinstance(skey, str) else skey if isinstance(skey, list) else []):
+        if isinstance(k, str) and fields and k not in direct:
+            add(("source", "key"), f"source key '{k}' is not mapped by any field")
+    tkey = target.get("key")
+    for k in ([tkey] if isinstance(tkey, str) else tkey if isinstance(tkey, list) else []):
+        if isinstance(k, str) and fields and k not in fields:
+            add(("target", "key"), f"target key '{k}' is not one of the fields")
+        elif isinstance(k, str) and isinstance(fields.get(k), dict) and fields[k].get("type") == "json":
+            add(("target", "key"), f"target key '{k}' cannot be a json field")
+
+    tz = source.get("timezone")
+    if isinstance(tz, str):
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            add(("source", "timezone"), f"unknown time zone '{tz}' (use an IANA name such as America/New_York)")
+    if source.get("kind") == "sql" and isinstance(source.get("query"), str):
+        for msg in sql_template_problems(source["query"]):
+            add(("source", "query"), msg)
+    if source.get("kind") == "sql" and isinstance(source.get("url"), str) and source["url"]:
+        if "://" not in source["url"]:
+            add(("source", "url"), "not a database URL (expected e.g. mysql+pymysql://user@host/db)")
+
+    if source.get("kind") == "http":
+        cfield = fields.get(direct.get(cursor)) if isinstance(cursor, str) else None
+        ctype = cfield.get("type") if isinstance(cfield, dict) else None
+        for path, msg in http_template_problems(source, ctype if isinstance(ctype, str) else None):
+            add(("source",) + path, msg)
+
+    deletes = data.get("deletes")
+    if isinstance(deletes, dict) and deletes.get("action", "soft") == "soft" and "deleted_at" in fields:
+        add(("fields", "deleted_at"), "soft deletes (deletes.action: soft) manage the column deleted_at "
+                                      "themselves; rename this field")
+
+    if "_sr_fingerprint" in fields:
+        add(("fields", "_sr_fingerprint"), "_sr_fingerprint is syncrunner's own column (row fingerprints); "
+                                           "rename this field")
+
+    for i, rule in enumerate(data.get("validate") or []):
+        if isinstance(rule, dict) and isinstance(rule.get("rule"), str):
+            for msg in expression_problems(rule["rule"]):
+                add(("validate", i, "rule"), msg)
+    return problems
+
+
+SAMPLE_CURSOR = {"datetime": dt.datetime(2025, 1, 2, 3, 4, 5, 678000, tzinfo=dt.timezone.utc),
+                 "date": dt.date(2025, 1, 2), "integer": 12345, "decimal": Decimal("12.5"), "string": "x"}
+
+
+def _variables(value: Any) -> set[str] | str:
+    """The template variables a request mapping uses, or why one of its templates does not compile."""
+    import jinja2
+    from jinja2 import meta
+
+    from syncrunner.core.templating import ENV
+
+    found: set[str] = set()
+    for text in strings_in(value):
+        try:
+            found |= meta.find_undeclared_variables(ENV.parse(text))
+        except jinja2.TemplateSyntaxError as e:
+            return f"template does not compile (template line {e.lineno}): {e.message}"
+    return found
+
+
+def tie_break_problems(source: dict, cursor_type: str | None) -> list[tuple[tuple, str]]:
+    """A tie_break is only sent when a query reaches its cap, maybe hours into a run: check now that
+    both requests use the variables that make progress and render for a sample tie."""
+
+    request, tie = source.get("request"), source["tie_break"]
+    used = {"request": _variables(request), "tie_break": _variables(tie)}
+    problems = [((k,), v) for k, v in used.items() if isinstance(v, str)]
+    if problems:
+        return problems
+    if "since_exclusive" not in used["request"]:
+        problems.append((("request",), "with tie_break, the request must use since_exclusive (ask for cursor > "
+                                       "since, e.g. GT instead of GTE): after listing a tied value it goes on "
+                                       "past it, or it would read that value again forever"))
+    for name in ("tie_value", "after_key"):
+        if name not in used["tie_break"]:
+            problems.append((("tie_break",), f"the tie_break request must use {name} (narrow the query to "
+                                             f"cursor == tie_value and key > after_key, sorted by key)"))
+    sample = SAMPLE_CURSOR.get(cursor_type or "", SAMPLE_CURSOR["string"])
+    tries = [("request", context(sample, None, since_exclusive=True), request)] + [
+        ("tie_break", context(None, None, tie_value=sample, after_key=k), tie) for k in (None, "1")]
+    for where, ctx, part in tries:
+        if not isinstance(part, dict):
+            continue
+        try:
+            rendered = RequestTemplate(part, "lint", where).render(ctx)
+        except Exception as e:  # noqa: BLE001 - any render error is a spec problem
+            problems.append(((where,), f"does not render for a sample tie ({type(e).__name__}: {e})"))
+            break
+        if where == "tie_break" and rendered.body is not None and not isinstance(rendered.body, dict):
+            problems.append(((where, "json"), "must render to a JSON object (its keys replace the request's)"))
+            break
+    return problems
+
+
+def http_template_problems(source: dict, cursor_type: str | None) -> list[tuple[tuple, str]]:
+    """The request and tie_break templates, checked without rendering; only when every one passes
+    is a tie_break rendered for a sample tie (tie_break_problems)."""
+    problems = []
+    for block in ("request", "tie_break"):
+        if not isinstance(source.get(block), dict):
+            continue
+        for part in ("path", "params", "headers", "json"):
+            for path, text in _template_strings(source[block].get(part), (block, part)):
+                problems += [(path, msg) for msg in template_problems(text)]
+    if not problems and isinstance(source.get("tie_break"), dict):
+        problems = tie_break_problems(source, cursor_type)
+    return problems
+
+
+def _template_strings(value: Any, path: tuple):
+    """(path, text) of every string in a request part that the HTTP source compiles as a template."""
+    if isinstance(value, str):
+        if "{" in value:
+            yield path, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _template_strings(v, path + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _template_strings(v, path + (i,))
