@@ -50,7 +50,7 @@ class _Entity:
 
 
 class ProgressObserver:
-    """An engine Observer (runtime/engine.py) that shows progress; one instance serves a whole run
+    """An engine Observer (runtime/runstate.py) that shows progress; one instance serves a whole run
     of many specs, one after another."""
 
     def __init__(self, stream: IO[str] | None = None, *, tty: bool | None = None):

@@ -11,7 +11,7 @@ from syncrunner.core.redact import redact
 
 
 def result_json(r) -> dict[str, Any]:
-    """One RunResult (runtime/engine.py) as plain JSON types; the error is redacted."""
+    """One RunResult (runtime/runstate.py) as plain JSON types; the error is redacted."""
     s = r.stats
     window = r.window.as_config() | {"reason": r.window.reason} if r.window is not None else None
     return {

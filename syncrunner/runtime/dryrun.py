@@ -7,15 +7,24 @@ fingerprint is its source row's is unchanged, as a real run skips it (core/finge
 Nothing is written."""
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 from syncrunner.core.fingerprint import FP_COLUMN, Fingerprinter, uses_fingerprints
+from syncrunner.core.mapping import Mapper, make_getter
+from syncrunner.runtime.chunkmap import map_chunk, max_cursor
 from syncrunner.runtime.deletes import DELETED_AT
+from syncrunner.runtime.runstate import RunResult, RunState
+from syncrunner.runtime.strategy import decide_readonly, format_watermark
 from syncrunner.runtime.writer import Writer
+from syncrunner.sources.base import Source
 from syncrunner.spec.model import Spec
+
+log = logging.getLogger("syncrunner")
 
 KEYS_PER_QUERY = 500
 
@@ -95,3 +104,45 @@ class TargetPreview:
                 for r in conn.execute(sa.select(self.table).where(key_of.in_(values))).mappings():
                     found[tuple(r[k] for k in self.keys)] = dict(r)
         return found
+
+
+def dry_run(state: RunState, engine: sa.Engine, source: Source, mapper: Mapper, exists: bool, *,
+            count_total: bool, started: float) -> RunResult:
+    """Read and map everything, count what a real run would write; write nothing (not even
+    SyncHistory). `exists`: the target database exists (nothing to read from it otherwise)."""
+    spec, opts = state.spec, state.opts
+    window, note = decide_readonly(spec, opts, engine, exists)
+    if note:
+        log.info("%s: %s", spec.name, note)
+    log.info("Starting %s %s sync (dry run: nothing will be written): %s", spec.crm, spec.entity, window.reason)
+    state.notify_started(window, source.count(window) if count_total else None)
+    preview = TargetPreview(engine, spec, force=opts.force, skip_validation=opts.skip_validation,
+                            target_exists=exists)
+    key_getters = [make_getter(k) for k in spec.source.key]
+    chunk_no = 0
+    watermark = None
+    for chunk in source.chunks(window, window.position, opts.max_records):
+        chunk_no += 1
+        mc = map_chunk(spec, mapper, key_getters, chunk.records, 0, fps=preview.fingerprints(chunk.records))
+        for b in mc.bad:
+            state.log_bad(b.key, b.field, b.value, b.reason)
+        would = preview.count(mc.rows)
+        mc.stats.created, mc.stats.updated = would.created, would.updated
+        mc.stats.unchanged, mc.stats.stale = mc.stats.unchanged + would.unchanged, would.stale
+        mc.stats.failed += would.stale  # a real run dead-letters them
+        state.stats.add(mc.stats)
+        watermark = max_cursor([{spec.cursor_field: mc.max_cursor}], spec.cursor_field, watermark)
+        state.notify_chunk_done(chunk_no)
+    result = RunResult(spec, "dry-run", state.stats, window, seconds=time.monotonic() - started,
+                       watermark=format_watermark(watermark))
+    s = state.stats
+    result.notes.append(f"dry run: would create {s.created:,}, update {s.updated:,}, leave {s.unchanged:,} "
+                        f"unchanged and {s.stale:,} stale (older than stored), reject {s.failed:,}; "
+                        f"{s.warnings:,} validation warning(s); nothing written")
+    if spec.deletes.mode == "sweep":
+        result.notes.append("deletes: not swept: --dry-run")
+    log.info("Dry run of %s %s: %d fetched, %d created, %d updated, %d unchanged, %d stale, %d failed, "
+             "%d validation warnings; nothing written", spec.crm, spec.entity, s.fetched,
+             s.created, s.updated, s.unchanged, s.stale, s.failed, s.warnings)
+    state.notify_finished(result)
+    return result
