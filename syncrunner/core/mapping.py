@@ -153,101 +153,128 @@ class Mapper:
         namedtuple do: no per-field loop, tuple unpacking or branches on flags known in advance.
         Only repr()s of field names and record keys enter the source text; functions and defaults
         are passed in by name."""
-        ns: dict[str, Any] = {"DataError": DataError, "TemplateRefused": TemplateRefused, "Warning_": Warning_,
-                              "mapper": self,
-                              "rules": tuple(self.rules) if rules else (), "datetime": dt.datetime, "Decimal": Decimal,
-                              "UTC": dt.timezone.utc, "OFFSETS": self._offsets}
-        out = ["def map_record(rec):", "    row = {}"]
-
-        def emit(indent: int, line: str) -> None:
-            out.append("    " * indent + line)
-
-        for i, (name, key, get, same, convert, checks, is_string, required, default,
-                null_on_invalid) in enumerate(self._plan):
-            if only is not None and name not in only:
-                continue
-            ns.update({f"get{i}": get, f"convert{i}": convert, f"same{i}": same, f"default{i}": default})
-            n = repr(name)
-            if key is not None:
-                emit(1, f"raw = rec.get({key!r})")
-            else:
-                emit(1, "try:")
-                emit(2, f"raw = get{i}(rec)")
-                emit(1, "except TemplateRefused:  # the sandbox stopped the spec's expression: fail the run")
-                emit(2, "raise")
-                emit(1, "except Exception as e:  # an expression failing on odd data is a data error")
-                emit(2, f"raise DataError({n}, f'expression failed: {{e}}') from None")
-            kind = self._types[name]
-
-            def body(base: int, convert_lines: list[str]) -> None:
-                """Convert `raw` to `value`, run the checks, store it (or the data error)."""
-                emit(base, "try:")
-                for line in convert_lines:
-                    emit(base + 1, line)
-                depth = base + 1
-                if is_string and checks:  # checks judge present values: an empty string has none
-                    emit(base + 1, "if value != '':")
-                    depth = base + 2
-                for j, check in enumerate(checks):
-                    if isinstance(check, InlineCheck):
-                        ns[f"limit{i}_{j}"], ns[f"reason{i}_{j}"] = check.limit, check.reason
-                        ok = check.ok.replace("limit", f"limit{i}_{j}")
-                        emit(depth, f"if not ({ok}):")
-                        emit(depth + 1, f"raise ValueError(reason{i}_{j}(value))")
-                    else:
-                        ns[f"check{i}_{j}"] = check
-                        emit(depth, f"check{i}_{j}(value)")
-                emit(base, "except (ValueError, TypeError, ArithmeticError) as e:")
-                if null_on_invalid:
-                    if warn:
-                        emit(base + 1, f"mapper.warnings.append(Warning_({n}, raw, str(e)))")
-                    emit(base + 1, "value = None")
-                else:
-                    emit(base + 1, f"raise DataError({n}, str(e), raw) from None")
-                emit(base, f"row[{n}] = value")
-
-            if kind == "datetime":  # a naive source timestamp on a day seen before: its offset is known
-                general = ["offset = OFFSETS.get(raw.toordinal()) if raw.__class__ is datetime "
-                           "and raw.tzinfo is None else None",
-                           f"value = convert{i}(raw) if offset is None else (raw - offset).replace(tzinfo=UTC)"]
-            elif kind == "boolean":  # 0/1 from a TINYINT, as coerce.to_boolean does it
-                general = [f"value = raw if raw.__class__ is bool else (raw == 1) if raw.__class__ is int "
-                           f"and (raw == 0 or raw == 1) else convert{i}(raw)"]
-            elif same is not None:
-                general = [f"value = raw if raw.__class__ is same{i} else convert{i}(raw)"]
-            else:
-                general = [f"value = convert{i}(raw)"]
-            # The usual value (the field's own type, present, not blank) skips the missing-value and
-            # default handling, which could not apply to it: the same result, fewer steps per field.
-            fast = _FAST.get(kind)
-            indent = 1
-            if fast is not None:
-                guard, lines = fast
-                emit(1, f"if {guard}:")
-                body(2, [line.replace("convert", f"convert{i}") for line in lines])
-                emit(1, "else:")
-                indent = 2
-            blank = "" if is_string else " or (isinstance(raw, str) and not raw.strip())"
-            emit(indent, f"if raw is None{blank}:")
-            emit(indent + 1, f"raw = default{i}")
-            emit(indent, "if raw is None or raw == '':" if required else "if raw is None:")
-            emit(indent + 1, f"raise DataError({n}, 'required value is missing', raw)" if required
-                 else f"row[{n}] = None")
-            emit(indent, "else:")
-            body(indent + 1, general)
+        src = _Source({"DataError": DataError, "TemplateRefused": TemplateRefused, "Warning_": Warning_,
+                       "mapper": self,
+                       "rules": tuple(self.rules) if rules else (), "datetime": dt.datetime, "Decimal": Decimal,
+                       "UTC": dt.timezone.utc, "OFFSETS": self._offsets})
+        src.lines += ["def map_record(rec):", "    row = {}"]
+        for i, plan in enumerate(self._plan):
+            if only is None or plan[0] in only:
+                _emit_field(src, i, plan, self._types[plan[0]], warn)
         if self.rules and rules:
-            emit(1, "for rule, message in rules:")
-            emit(2, "try:")
-            emit(3, "ok = rule(row)")
-            emit(2, "except TemplateRefused:")
-            emit(3, "raise")
-            emit(2, "except Exception as e:")
-            emit(3, "raise DataError(None, f'rule failed to evaluate: {e}') from None")
-            emit(2, "if not ok:")
-            emit(3, "raise DataError(None, message)")
-        emit(1, "return row")
-        exec(compile("\n".join(out), f"<mapping of {self.spec.name}>", "exec"), ns)  # noqa: S102
-        return ns["map_record"]
+            _emit_rules(src)
+        src.emit(1, "return row")
+        exec(compile("\n".join(src.lines), f"<mapping of {self.spec.name}>", "exec"), src.ns)  # noqa: S102
+        return src.ns["map_record"]
+
+
+@dataclass
+class _Source:
+    """The compiled mapping's source text, and the names (functions, defaults) it refers to."""
+    ns: dict[str, Any]
+    lines: list[str] = field(default_factory=list)
+
+    def emit(self, indent: int, line: str) -> None:
+        self.lines.append("    " * indent + line)
+
+
+def _emit_field(src: _Source, i: int, plan: tuple, kind: str, warn: bool) -> None:
+    """One field: read `raw`, handle a missing value and the default, convert and check it."""
+    name, key, get, same, convert, checks, is_string, required, default, null_on_invalid = plan
+    src.ns.update({f"get{i}": get, f"convert{i}": convert, f"same{i}": same, f"default{i}": default})
+    n = repr(name)
+    _emit_read(src, i, n, key)
+
+    def body(base: int, convert_lines: list[str]) -> None:
+        _emit_checked(src, base, i, n, convert_lines, checks, is_string=is_string,
+                      null_on_invalid=null_on_invalid, warn=warn)
+    # The usual value (the field's own type, present, not blank) skips the missing-value and
+    # default handling, which could not apply to it: the same result, fewer steps per field.
+    fast = _FAST.get(kind)
+    indent = 1
+    if fast is not None:
+        guard, lines = fast
+        src.emit(1, f"if {guard}:")
+        body(2, [line.replace("convert", f"convert{i}") for line in lines])
+        src.emit(1, "else:")
+        indent = 2
+    blank = "" if is_string else " or (isinstance(raw, str) and not raw.strip())"
+    src.emit(indent, f"if raw is None{blank}:")
+    src.emit(indent + 1, f"raw = default{i}")
+    src.emit(indent, "if raw is None or raw == '':" if required else "if raw is None:")
+    src.emit(indent + 1, f"raise DataError({n}, 'required value is missing', raw)" if required
+             else f"row[{n}] = None")
+    src.emit(indent, "else:")
+    body(indent + 1, _general_conversion(kind, i, same))
+
+
+def _emit_read(src: _Source, i: int, n: str, key: str | None) -> None:
+    """`raw` from the record: a plain key directly, an expression or path through its getter."""
+    if key is not None:
+        src.emit(1, f"raw = rec.get({key!r})")
+        return
+    src.emit(1, "try:")
+    src.emit(2, f"raw = get{i}(rec)")
+    src.emit(1, "except TemplateRefused:  # the sandbox stopped the spec's expression: fail the run")
+    src.emit(2, "raise")
+    src.emit(1, "except Exception as e:  # an expression failing on odd data is a data error")
+    src.emit(2, f"raise DataError({n}, f'expression failed: {{e}}') from None")
+
+
+def _emit_checked(src: _Source, base: int, i: int, n: str, convert_lines: list[str], checks: tuple, *,
+                  is_string: bool, null_on_invalid: bool, warn: bool) -> None:
+    """Convert `raw` to `value`, run the checks, store it (or the data error)."""
+    src.emit(base, "try:")
+    for line in convert_lines:
+        src.emit(base + 1, line)
+    depth = base + 1
+    if is_string and checks:  # checks judge present values: an empty string has none
+        src.emit(base + 1, "if value != '':")
+        depth = base + 2
+    for j, check in enumerate(checks):
+        if isinstance(check, InlineCheck):
+            src.ns[f"limit{i}_{j}"], src.ns[f"reason{i}_{j}"] = check.limit, check.reason
+            ok = check.ok.replace("limit", f"limit{i}_{j}")
+            src.emit(depth, f"if not ({ok}):")
+            src.emit(depth + 1, f"raise ValueError(reason{i}_{j}(value))")
+        else:
+            src.ns[f"check{i}_{j}"] = check
+            src.emit(depth, f"check{i}_{j}(value)")
+    src.emit(base, "except (ValueError, TypeError, ArithmeticError) as e:")
+    if null_on_invalid:
+        if warn:
+            src.emit(base + 1, f"mapper.warnings.append(Warning_({n}, raw, str(e)))")
+        src.emit(base + 1, "value = None")
+    else:
+        src.emit(base + 1, f"raise DataError({n}, str(e), raw) from None")
+    src.emit(base, f"row[{n}] = value")
+
+
+def _general_conversion(kind: str, i: int, same: type | None) -> list[str]:
+    """How any present value of the field converts (the fast path takes the usual ones)."""
+    if kind == "datetime":  # a naive source timestamp on a day seen before: its offset is known
+        return ["offset = OFFSETS.get(raw.toordinal()) if raw.__class__ is datetime "
+                "and raw.tzinfo is None else None",
+                f"value = convert{i}(raw) if offset is None else (raw - offset).replace(tzinfo=UTC)"]
+    if kind == "boolean":  # 0/1 from a TINYINT, as coerce.to_boolean does it
+        return [f"value = raw if raw.__class__ is bool else (raw == 1) if raw.__class__ is int "
+                f"and (raw == 0 or raw == 1) else convert{i}(raw)"]
+    if same is not None:
+        return [f"value = raw if raw.__class__ is same{i} else convert{i}(raw)"]
+    return [f"value = convert{i}(raw)"]
+
+
+def _emit_rules(src: _Source) -> None:
+    """The record rules, after every field: a rule that cannot be evaluated is a data error."""
+    src.emit(1, "for rule, message in rules:")
+    src.emit(2, "try:")
+    src.emit(3, "ok = rule(row)")
+    src.emit(2, "except TemplateRefused:")
+    src.emit(3, "raise")
+    src.emit(2, "except Exception as e:")
+    src.emit(3, "raise DataError(None, f'rule failed to evaluate: {e}') from None")
+    src.emit(2, "if not ok:")
+    src.emit(3, "raise DataError(None, message)")
 
 
 # Values of exactly these classes are what the field's coercer would return unchanged.
