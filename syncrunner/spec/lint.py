@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from decimal import Decimal
-from typing import Any
+from typing import Any, Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from syncrunner.core.mapping import plain_path
@@ -14,6 +14,9 @@ from syncrunner.core.requests import RequestTemplate, context
 from syncrunner.core.templating import expression_problems, sql_template_problems, template_problems
 from syncrunner.spec.model import Problem, strings_in
 from syncrunner.spec.yamlpos import Located
+
+
+Add = Callable[..., None]  # add(path, message, severity="error")
 
 
 def semantic_problems(data: dict, loc: Located, fname: str) -> list:
@@ -25,7 +28,29 @@ def semantic_problems(data: dict, loc: Located, fname: str) -> list:
     fields = data.get("fields") if isinstance(data.get("fields"), dict) else {}
     source = data.get("source") if isinstance(data.get("source"), dict) else {}
     target = data.get("target") if isinstance(data.get("target"), dict) else {}
-    direct = {}  # source path -> target field, for fields copied straight from a source path
+    direct = _field_problems(fields, add)
+    _key_problems(source, target, fields, direct, add)
+    _source_problems(source, fields, direct, add)
+    deletes = data.get("deletes")
+    if isinstance(deletes, dict) and deletes.get("action", "soft") == "soft" and "deleted_at" in fields:
+        add(("fields", "deleted_at"), "soft deletes (deletes.action: soft) manage the column deleted_at "
+                                      "themselves; rename this field")
+
+    if "_sr_fingerprint" in fields:
+        add(("fields", "_sr_fingerprint"), "_sr_fingerprint is syncrunner's own column (row fingerprints); "
+                                           "rename this field")
+
+    for i, rule in enumerate(data.get("validate") or []):
+        if isinstance(rule, dict) and isinstance(rule.get("rule"), str):
+            for msg in expression_problems(rule["rule"]):
+                add(("validate", i, "rule"), msg)
+    return problems
+
+
+def _field_problems(fields: dict, add: Add) -> dict[str, str]:
+    """Each field's expression, path and regex; returns source path -> target field, for the
+    fields copied straight from a source path."""
+    direct: dict[str, str] = {}
     for name, f in fields.items():
         if not isinstance(f, dict):
             continue
@@ -50,7 +75,11 @@ def semantic_problems(data: dict, loc: Located, fname: str) -> list:
                 add(("fields", name, "regex"), f"regex does not compile: {e}")
         if f.get("required") and "default" in f:
             add(("fields", name, "default"), "a required field with a default can never be missing", "warning")
+    return direct
 
+
+def _key_problems(source: dict, target: dict, fields: dict, direct: dict[str, str], add: Add) -> None:
+    """The cursor and the keys must be mapped fields of a usable type."""
     cursor = source.get("cursor")
     if isinstance(cursor, str) and fields:
         if cursor not in direct:
@@ -77,6 +106,9 @@ def semantic_problems(data: dict, loc: Located, fname: str) -> list:
         elif isinstance(k, str) and isinstance(fields.get(k), dict) and fields[k].get("type") == "json":
             add(("target", "key"), f"target key '{k}' cannot be a json field")
 
+
+def _source_problems(source: dict, fields: dict, direct: dict[str, str], add: Add) -> None:
+    """The time zone, the SQL query and URL, the HTTP request templates."""
     tz = source.get("timezone")
     if isinstance(tz, str):
         try:
@@ -91,25 +123,11 @@ def semantic_problems(data: dict, loc: Located, fname: str) -> list:
             add(("source", "url"), "not a database URL (expected e.g. mysql+pymysql://user@host/db)")
 
     if source.get("kind") == "http":
+        cursor = source.get("cursor")
         cfield = fields.get(direct.get(cursor)) if isinstance(cursor, str) else None
         ctype = cfield.get("type") if isinstance(cfield, dict) else None
         for path, msg in http_template_problems(source, ctype if isinstance(ctype, str) else None):
             add(("source",) + path, msg)
-
-    deletes = data.get("deletes")
-    if isinstance(deletes, dict) and deletes.get("action", "soft") == "soft" and "deleted_at" in fields:
-        add(("fields", "deleted_at"), "soft deletes (deletes.action: soft) manage the column deleted_at "
-                                      "themselves; rename this field")
-
-    if "_sr_fingerprint" in fields:
-        add(("fields", "_sr_fingerprint"), "_sr_fingerprint is syncrunner's own column (row fingerprints); "
-                                           "rename this field")
-
-    for i, rule in enumerate(data.get("validate") or []):
-        if isinstance(rule, dict) and isinstance(rule.get("rule"), str):
-            for msg in expression_problems(rule["rule"]):
-                add(("validate", i, "rule"), msg)
-    return problems
 
 
 SAMPLE_CURSOR = {"datetime": dt.datetime(2025, 1, 2, 3, 4, 5, 678000, tzinfo=dt.timezone.utc),
