@@ -242,33 +242,8 @@ def init_command(from_table: tuple[str, str], crm: str, entity: str, out_path: s
     out = Path(out_path or Path("specs") / crm / f"{entity}.yaml")
     if out.exists() and not force:
         raise click.ClickException(f"{out} exists; use --force to overwrite it")
-    engine = create_engine(url)
-    try:
-        try:
-            columns, key, skipped = reflect(engine, table)
-        except sa.exc.SQLAlchemyError as e:
-            raise click.ClickException(redact(f"cannot read {table} from {redact_url(url)}: "
-                                              f"{type(e).__name__}: {e}")) from None
-        dialect = engine.dialect
-    finally:
-        engine.dispose()
-    if not columns:
-        raise click.ClickException(f"{table} has no columns syncrunner can read")
-    if not key:
-        raise click.ClickException(f"{table} has no primary key or unique non-null index: a spec needs a key "
-                                   "to upsert on (add one to the table, or write the spec by hand)")
-    by_source = {c.source: c for c in columns}
-    cursor, note = None, ""
-    if no_cursor:
-        note = "--no-cursor: every run reads the whole table"
-    elif cursor_name:
-        cursor = by_source.get(cursor_name) or next((c for c in columns if c.name == cursor_name), None)
-        if cursor is None:
-            raise click.BadParameter(f"no column {cursor_name!r} in {table}", param_hint="--cursor")
-    else:
-        cursor = guess_cursor(columns)
-        note = ("guessed from the column name; it must change whenever a row changes" if cursor else
-                "no update-time column found, so every run reads the whole table; add `cursor:` if one exists")
+    columns, key, skipped, dialect = _reflect_table(url, table)
+    cursor, note = _choose_cursor(columns, table, cursor_name, no_cursor)
     schema_ref = os.path.relpath(schema_path(), out.resolve().parent)
     text = render_spec(crm=crm, entity=entity, table=table, columns=columns, key=key, cursor=cursor,
                        timezone=timezone, target_table=target_table or f"{crm}_{entity}", dialect=dialect,
@@ -287,6 +262,49 @@ def init_command(from_table: tuple[str, str], crm: str, entity: str, out_path: s
         click.echo(f"  skipped {s}")
     for p in problems:
         click.echo(f"  {p}", err=p.severity == "error")
+    _say_next(out, var, url, from_var)
+    sys.exit(1 if errors else 0)
+
+
+def _reflect_table(url: str, table: str) -> tuple[list[Column], list[str], list[str], sa.Dialect]:
+    """The table's columns, key, skipped columns and the database's dialect; a table without
+    readable columns or a key cannot make a spec."""
+    engine = create_engine(url)
+    try:
+        try:
+            columns, key, skipped = reflect(engine, table)
+        except sa.exc.SQLAlchemyError as e:
+            raise click.ClickException(redact(f"cannot read {table} from {redact_url(url)}: "
+                                              f"{type(e).__name__}: {e}")) from None
+        dialect = engine.dialect
+    finally:
+        engine.dispose()
+    if not columns:
+        raise click.ClickException(f"{table} has no columns syncrunner can read")
+    if not key:
+        raise click.ClickException(f"{table} has no primary key or unique non-null index: a spec needs a key "
+                                   "to upsert on (add one to the table, or write the spec by hand)")
+    return columns, key, skipped, dialect
+
+
+def _choose_cursor(columns: list[Column], table: str, cursor_name: str | None,
+                   no_cursor: bool) -> tuple[Column | None, str]:
+    """The cursor column (named, guessed or none) and a note on how it was chosen."""
+    if no_cursor:
+        return None, "--no-cursor: every run reads the whole table"
+    if cursor_name:
+        by_source = {c.source: c for c in columns}
+        cursor = by_source.get(cursor_name) or next((c for c in columns if c.name == cursor_name), None)
+        if cursor is None:
+            raise click.BadParameter(f"no column {cursor_name!r} in {table}", param_hint="--cursor")
+        return cursor, ""
+    cursor = guess_cursor(columns)
+    return cursor, ("guessed from the column name; it must change whenever a row changes" if cursor else
+                    "no update-time column found, so every run reads the whole table; add `cursor:` if one exists")
+
+
+def _say_next(out: Path, var: str, url: str, from_var: str | None) -> None:
+    """How to point the spec at its source (the URL is never written to the file), then lint, plan, run."""
     current = os.environ.get(var)
     click.echo("")
     if current == url:
@@ -303,4 +321,3 @@ def init_command(from_table: tuple[str, str], crm: str, entity: str, out_path: s
     click.echo(f"  syncrunner lint {out}")
     click.echo(f"  syncrunner plan {out}")
     click.echo(f"  syncrunner run {out}")
-    sys.exit(1 if errors else 0)
