@@ -108,9 +108,12 @@ def test_hubspot_25k_contacts_land_once_through_the_10k_cap(hubspot, target, cap
     assert result.stats.fetched == 25_000  # every record fetched once, none twice
     assert hubspot.count(status=400) == 0  # never paged into the cap
     m = metrics(target)
-    assert m["query_restarts"] == 2 and m["api_calls"] == hubspot.counters.requests
-    # 200 a page; each cap restart re-reads the tied records it stopped in and ends one short page
-    assert math.ceil(25_000 / 200) <= m["api_calls"] <= math.ceil(25_000 / 200) + 2 * m["query_restarts"]
+    assert m["api_calls"] == hubspot.counters.requests
+    # every page is a fresh query from the last value read: none reaches the cap; each re-reads the
+    # records of that value it already read (here up to 36 of a run of 37 ties), and the last one
+    # is a short page
+    assert "query_restarts" not in m and m["page_requeries"] == m["api_calls"] - 1
+    assert math.ceil(25_000 / 200) <= m["api_calls"] <= math.ceil(25_000 / (200 - 36)) + 1
     (typed,), = rows(target, "SELECT COUNT(*) FROM hubspot_contacts WHERE lastmodifieddate IS NULL")
     assert typed == 0
     with capsys.disabled():
@@ -165,17 +168,16 @@ def test_bulk_import_sharing_one_millisecond_lands_once(hubspot, pg_url, capsys,
     assert hubspot.count(status=400) == 0  # never paged into the cap, never sent a bad request
     m = metrics(pg_url)
     calls, pages = m["api_calls"], math.ceil(25_000 / 200)
-    # the overhead: re-reading the tied records the capped query already yielded (at most one
-    # query's worth), plus one short page per restart
-    assert pages < calls <= pages + 10_000 // 200 + 2 * m["query_restarts"]
-    assert m["tie_break_queries"] >= 1
+    # the overhead: the page that finds the whole page tied re-reads the tied records read before
+    # it, and the tie listing re-reads them (by id) once more; one short page ends the tie listing
+    assert pages < calls <= pages + 4 and "query_restarts" not in m
+    assert tied // 200 <= m["tie_break_queries"] <= tied // 200 + 2
     (at_stamp,), = rows(pg_url, "SELECT COUNT(*) FROM hubspot_contacts WHERE lastmodifieddate = %s"
                         % ("'" + stamp.strftime("%Y-%m-%d %H:%M:%S.%f") + "+00'"))
     assert at_stamp == tied
     with capsys.disabled():
         print(f"\n  hubspot 25k contacts, {tied:,} in one ms: {calls} API calls "
-              f"(ceil(25000/200) = {pages}), {m['query_restarts']} cap restarts, "
-              f"{m['tie_break_queries']} tie_break queries")
+              f"(ceil(25000/200) = {pages}), {m['tie_break_queries']} of them tie_break")
 
     # incremental: 50 touched (some of them in the bulk import) -> exactly 50 updated
     later = T0 + dt.timedelta(days=30)
@@ -208,8 +210,9 @@ def test_a_run_killed_inside_a_tie_resumes_there(hubspot, sqlite_url):
     ids, _ = bulk_import(hubspot, 3_000, 1_500, 500)
     spec = hubspot_spec(hubspot, max_results_per_query=1_000)
     spec.source.chunk_size = 300
-    # requests 1-5: the search up to its cap (500 + 500 tied); 6-10: the tie listing by id up to
-    # its cap (500 skipped, 500 new: chunks end at 1,200 and 1,500); 11 fails
+    # requests 1-3: the search (500 + 100 tied); 4: from the tied value, a whole page of it (200
+    # tied); 5-10: the tie listing by id (200 skipped, 1,000 new: chunks end at 1,200 and 1,500);
+    # 11 fails
     first, second = fail_then_resume(hubspot, spec, sqlite_url, malformed_requests={11})
     assert first.stats.fetched == 1_500 and second.stats.fetched == 1_500
     position = as_json(history(sqlite_url)[0].checkpoint)["position"]
@@ -220,8 +223,41 @@ def test_a_run_killed_inside_a_tie_resumes_there(hubspot, sqlite_url):
     assert body["sorts"] == [{"propertyName": "hs_object_id", "direction": "ASCENDING"}]
     assert {"propertyName": "hs_object_id", "operator": "GT", "value": ids[1_499]} in body["filterGroups"][0]["filters"]
     assert body["limit"] == 200 and "email" in body["properties"]  # the request's own keys stay
-    last = json.loads(hubspot.log[-1].body)["filterGroups"][0]["filters"]
-    assert last[0]["propertyName"] == "lastmodifieddate" and last[0]["operator"] == "GT"
+    searches = [json.loads(r.body)["filterGroups"][0]["filters"][0] for r in hubspot.log]
+    after_tie = [f["operator"] for f in searches if f["propertyName"] == "lastmodifieddate"
+                 and f["operator"] != "EQ"]  # past the tied value, then from each page's last value
+    assert after_tie[0] == "GT" and set(after_tie[1:]) == {"GTE"}
+
+
+@pytest.mark.parametrize("tied", [0, 1_000], ids=["distinct-ms", "bulk-import-tie"])
+def test_records_modified_between_pages_all_land_once_with_their_latest_values(hubspot, sqlite_url, tied):
+    """Search pages by offset: a record modified during the run moves to the end of the results and
+    every later one shifts a place earlier, so following `after` skips the record at the next page
+    boundary. Each page is a fresh query from the last value read instead (in a tie: from the last
+    id), so nothing is skipped and a moved record is read again at its new place."""
+    ids, _ = bulk_import(hubspot, 2_000, tied, 300) if tied else (
+        hubspot.seed("contacts", 2_000, T0, step=dt.timedelta(seconds=1)), None)
+    later = T0 + dt.timedelta(days=1)
+    # before search n, modify records read already (pages 1, 2, 4 and, with the tie, 3: inside the
+    # tie) and one not read yet, each to a new lastmodifieddate after every other record's
+    moves = {2: [ids[10]], 3: [ids[250], ids[399]], 5: [ids[700], ids[1_900]], 8: [ids[350]]}
+
+    def modify(otype: str, n: int) -> None:
+        for k, rid in enumerate(moves.get(n, [])):
+            hubspot.touch(otype, [rid], when=later + dt.timedelta(minutes=n, seconds=k), firstname=f"Moved{n}")
+    hubspot.search_hook = modify
+    result = run(hubspot_spec(hubspot), sqlite_url)
+    hubspot.search_hook = None
+    assert result.status == "success", result.error
+    assert landed(sqlite_url, "hubspot_contacts") == (2_000, 2_000)
+    want = {int(r.id): (r.properties["firstname"], r.properties["lastmodifieddate"][:23])
+            for r in hubspot.records("contacts")}
+    got = {i: (name, str(mod).replace(" ", "T")[:23]) for i, name, mod in
+           rows(sqlite_url, "SELECT id, firstname, lastmodifieddate FROM hubspot_contacts")}
+    assert got == want
+    moved = sum(len(v) for v in moves.values())
+    assert sum(1 for name, _ in got.values() if name.startswith("Moved")) == moved
+    assert 2_000 <= result.stats.fetched <= 2_000 + moved  # the moved ones read again at the end
 
 
 TIE_SPEC = """\
@@ -276,6 +312,32 @@ def test_tie_break_needs_a_result_cap(tmp_path):
         "  max_results_per_query: 100\n", ""))
     spec, problems = check_spec(tmp_path / "s.yaml")
     assert spec is None and any("max_results_per_query" in p.message for p in problems), problems
+
+
+def test_a_sorted_request_without_since_cannot_start_a_page_from_a_value(tmp_path):
+    (tmp_path / "s.yaml").write_text(TIE_SPEC.format(
+        json="""'{"op": "{{ "gt" if since_exclusive else "gte" }}"}'""", tie=GOOD_TIE))
+    spec, problems = check_spec(tmp_path / "s.yaml")
+    assert spec is None
+    assert [(p.key, p.line) for p in problems if "must use since" in p.message] == [("source.request", 6)]
+    (tmp_path / "s.yaml").write_text(TIE_SPEC.format(json=GOOD_REQUEST, tie=GOOD_TIE).replace(
+        "  sorted_by_cursor: true\n", "  next_page: from_cursor\n"))
+    spec, problems = check_spec(tmp_path / "s.yaml")
+    assert spec is None and any("sorted_by_cursor" in p.message for p in problems), problems
+
+
+def test_next_page_pagination_follows_the_api_pages_and_restarts_at_the_cap(hubspot, sqlite_url):
+    """The opt-in for APIs where a query costs much more than a page: one query per cap, paged by
+    the API's `after` (fewer records re-read, but exposed to the shift a modification causes)."""
+    seed_contacts(hubspot, 3_000)
+    result = run(hubspot_spec(hubspot, next_page="pagination", max_results_per_query=1_000), sqlite_url)
+    assert result.status == "success", result.error
+    assert landed(sqlite_url, "hubspot_contacts") == (3_000, 3_000) and result.stats.fetched == 3_000
+    m = metrics(sqlite_url)
+    assert m["query_restarts"] == 2 and "page_requeries" not in m
+    assert m["tie_break_queries"] == 2 and m["api_calls"] == 17  # at each cap: the last value by id
+    # every page but the first of the 3 searches and the 2 tie listings follows `after`
+    assert sum(1 for r in hubspot.log if "after" in json.loads(r.body)) == 17 - 5
 
 
 def retry_warnings(caplog) -> list[str]:
@@ -349,7 +411,7 @@ def test_wrong_token_fails_fast_clearly_and_writes_nothing(hubspot, target, capl
 
 def test_malformed_json_page_names_url_and_page(hubspot, sqlite_url):
     seed_contacts(hubspot, 1_000)
-    hubspot.faults.malformed_pages = {4}
+    hubspot.faults.malformed_requests = {4}
     result = run(hubspot_spec(hubspot), sqlite_url)
     assert result.status == "failed"
     # the base URL came from ${HUBSPOT_BASE_URL}: only a password inside a URL variable is secret
@@ -393,8 +455,9 @@ def test_failed_run_resumes_from_its_checkpoint(hubspot, sqlite_url):
     seed_contacts(hubspot, 3_000)
     spec = hubspot_spec(hubspot)
     spec.source.chunk_size = 500
-    # page 9 fails: after 8 pages of 200, chunks of 500 are committed up to 1,500
-    first, second = fail_then_resume(hubspot, spec, sqlite_url, malformed_pages={9})
+    # request 10 fails: 9 pages of 200 (each fresh query re-reads up to 36 records of the last
+    # value of the page before) read 1,500-1,800 records; chunks of 500 are committed up to 1,500
+    first, second = fail_then_resume(hubspot, spec, sqlite_url, malformed_requests={10})
     assert first.stats.fetched == 1_500
     assert second.stats.fetched == 1_500  # only the rest, none twice
     assert landed(sqlite_url, "hubspot_contacts") == (3_000, 3_000)

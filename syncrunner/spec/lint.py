@@ -196,6 +196,12 @@ def http_template_problems(source: dict, cursor_type: str | None) -> list[tuple[
                 problems += [(path, msg) for msg in template_problems(text)]
     if not problems and isinstance(source.get("tie_break"), dict):
         problems = tie_break_problems(source, cursor_type)
+    if not problems and source.get("sorted_by_cursor") is True and source.get("next_page") != "pagination":
+        used = _variables(source.get("request"))
+        if isinstance(used, set) and "since" not in used:
+            problems.append((("request",), "a sorted source starts each next page from the last cursor value "
+                                           "read: the request must use since (cursor >= since), or set "
+                                           "next_page: pagination"))
     return problems
 
 

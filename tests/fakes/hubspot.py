@@ -60,7 +60,7 @@ import json
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from .server import FakeAPI, Faults, Request, Response, as_utc, correlation_id, route
 
@@ -141,6 +141,9 @@ class FakeHubSpot(FakeAPI):
 
     ``search_rate_limit`` is requests/second for the search endpoints (None
     disables); change it at runtime via ``hs.search_rate_limit = ...``.
+    ``search_hook`` (object_type, n) runs before the n-th search request (1, 2,
+    ...) is answered: a test uses it to modify records between two pages of one
+    run, as users and workflows do while a sync pages through the results.
     """
 
     def __init__(self, token: str = "test-token", *, faults: Faults | None = None,
@@ -154,6 +157,8 @@ class FakeHubSpot(FakeAPI):
         self._data_rng = random.Random(data_seed)
         self._version = 0  # bumped by every mutation; keys the search cache
         self._search_cache: dict[str, tuple[int, list[HubRecord]]] = {}
+        self.search_hook: Callable[[str, int], None] | None = None
+        self.searches = 0
 
     # search_rate_limit is stored in the shared per-group limiter table
     @property
@@ -285,6 +290,9 @@ class FakeHubSpot(FakeAPI):
 
     def _search(self, req: Request) -> Response:
         otype = req.params["type"]
+        self.searches += 1
+        if self.search_hook is not None:
+            self.search_hook(otype, self.searches)
         try:
             body = req.json()
             limit = int(body.get("limit", 10))

@@ -4,10 +4,11 @@ from a checkpoint and to get past a per-query result cap (`max_results_per_query
 A listing alternates between two kinds of query:
 
     main  the spec's request, sorted by cursor, from `since` (>= it; > it when `exclusive`, i.e. every
-          record at that value was read). Restarted at the last cursor value when the cap is reached,
-          skipping the keys already yielded at that value.
+          record at that value was read). Restarted at the last cursor value after each page
+          (`next_page: from_cursor`) or when the cap is reached, skipping the keys already yielded
+          at that value (`keys`: at most the pages that share it before a tie listing takes over).
     tie   (`tie_break`) the records sharing one cursor value, listed by key after `after_key`. Used
-          at the cap when the spec has a tie_break request, so any number of records may share one
+          when a whole page shares one value, or at the cap, so any number of records may share one
           value; afterwards the main query goes on past that value (`exclusive`).
 """
 from __future__ import annotations

@@ -12,7 +12,16 @@ source then keeps its place (cursor.py), which gives exact resume after a crash 
 result caps (`max_results_per_query`, HubSpot search's 10,000): instead of paging into the refusal
 it re-runs the query from the last cursor value. When more records than the cap may share one value
 (a bulk import stamps one millisecond on thousands), the spec's `tie_break` request lists the records
-at that value (`tie_value`) by key after `after_key`, and the main query then goes on past it."""
+at that value (`tie_value`) by key after `after_key`, and the main query then goes on past it.
+
+A sorted source also starts each next page as a fresh query from the last cursor value read
+(`next_page: from_cursor`, its default) instead of following the pagination: an API that pages by
+offset (HubSpot search's `after`) shifts every later record one place earlier when a record read
+earlier is modified during the run and moves to the end, so the record at the next page boundary
+would be skipped. The fresh query asks for cursor >= the last value and drops the keys already read
+at it; a page whose records all share one value goes on with the tie_break listing, itself paged
+by key. The moved record is read again at its new place (an upsert: it lands once).
+`next_page: pagination` keeps following the API's pages, for APIs where a query costs too much."""
 from __future__ import annotations
 
 import json
@@ -36,6 +45,7 @@ from syncrunner.spec.model import Spec
 
 log = logging.getLogger("syncrunner.http")
 DEFAULT_MAX_PAGES = 100_000
+DONE, CAP, REQUERY, TIE = "done", "cap", "requery", "tie"  # how one query of _query ended
 
 class HttpSource:
     def __init__(self, spec: Spec):
@@ -59,6 +69,7 @@ class HttpSource:
         self.total = jmespath.compile(str(o["total"])).search if o.get("total") else None
         self.max_pages = int(o.get("max_pages", DEFAULT_MAX_PAGES))
         self.sorted = bool(o.get("sorted_by_cursor", False))
+        self.from_cursor = self.sorted and o.get("next_page", "from_cursor") == "from_cursor"
         self.cursor = CursorReader.for_spec(spec)
         self.key = key_getter(spec)
         self.key_order = key_order(spec)
@@ -72,7 +83,9 @@ class HttpSource:
             parts = parts.under(self.tie.render(ctx))
         path = parts.path or ""
         url = path if "://" in path else f"{self.base_url}/{path.lstrip('/')}"
-        return self.paginator.first(Call(parts.method or "GET", url, parts.params, parts.body, parts.headers))
+        # numbered within the run (a sorted source starts a fresh query for every page)
+        return self.paginator.first(Call(parts.method or "GET", url, parts.params, parts.body, parts.headers,
+                                         page=self.pages + 1))
 
     def _page(self, call: Call) -> tuple[requests.Response, Any, list[dict]]:
         self.pages += 1
@@ -113,7 +126,8 @@ class HttpSource:
         return lambda: {"pages": self.pages}
 
     def _stream(self, window: Window, state: CursorState) -> Iterator[dict]:
-        """Main queries, restarted at the cap, and tie listings between them (cursor.py)."""
+        """Main queries, restarted from the last cursor value (each page, or at the cap), and tie
+        listings between them (cursor.py)."""
         while True:
             self.metrics.queries += 1
             if state.tie:
@@ -121,18 +135,44 @@ class HttpSource:
                 call = self.first_call(context(window.since, window.until, tie_value=state.cursor,
                                                after_key=state.after_key), tie=True)
                 self._count("tie_break_queries")
-                capped = yield from self._query(call, self._accept_tie(state))
-                if not capped:
+                ended = yield from self._query(call, self._accept_tie(state), self._tie_next)
+                if ended == DONE:
                     state.end_tie()
                 elif state.after_key == before:
                     raise HttpSourceError(f"{self.spec.name}: the tie_break request at cursor value "
-                                          f"{state.cursor} reached the cap without passing a key")
+                                          f"{state.cursor} returned a full page without passing a key")
                 continue
             since, exclusive = state.since(window.since)
             call = self.first_call(context(since, window.until, since_exclusive=exclusive))
-            if not (yield from self._query(call, self._accept(window, state))):
+            ended = yield from self._query(call, self._accept(window, state), self._main_next(state))
+            if ended == DONE:
                 return
-            self._at_cap(since, state)
+            if ended == CAP:
+                self._at_cap(since, state)
+            elif ended == TIE:
+                state.start_tie()
+            else:
+                self._count("page_requeries")
+
+    def _main_next(self, state: CursorState) -> Callable[[list[dict]], str | None] | None:
+        """After a full page of a main query (from_cursor): query again from the last cursor value,
+        or list that value by key when the whole page shares it (a fresh query from it could return
+        the same page). None: follow the pagination (no value to start from, or no tie_break)."""
+        if not self.from_cursor:
+            return None
+
+        def decide(records: list[dict]) -> str | None:
+            last = self.cursor(records[-1])
+            if last is None or last != state.cursor:  # the last record was not taken (window)
+                return None
+            if self.cursor(records[0]) != last:
+                return REQUERY
+            return TIE if self.tie is not None else None
+        return decide
+
+    def _tie_next(self, records: list[dict]) -> str | None:
+        """A tie listing's next page is a fresh listing after the last key read (from_cursor)."""
+        return REQUERY if self.from_cursor else None
 
     def _at_cap(self, since: Any, state: CursorState) -> None:
         """The query stopped at the result cap: list the last value's records by key (tie_break) or
@@ -154,9 +194,11 @@ class HttpSource:
         log.info("%s: %d-result cap reached; restarting the query from cursor %s",
                  self.spec.name, self.cap, state.cursor)
 
-    def _query(self, call: Call, accept: Callable[[dict], bool]):
-        """The records of one query that `accept` lets through, page by page; returns True when it
-        stopped at the result cap (the next page would reach past it)."""
+    def _query(self, call: Call, accept: Callable[[dict], bool],
+               after_page: Callable[[list[dict]], str | None] | None):
+        """The records of one query that `accept` lets through, page by page. Returns DONE (no more
+        pages), CAP (the next page would reach past the result cap), or what `after_page` says
+        about a page that has a next one (REQUERY, TIE; None: follow the pagination)."""
         seen = 0
         while call is not None:
             resp, body, records = self._page(call)
@@ -166,10 +208,15 @@ class HttpSource:
                 if accept(rec):
                     yield rec
             nxt = self.paginator.following(call, resp, body, len(records))
-            if nxt is not None and self.cap and seen + len(records) > self.cap:
-                return True
+            if nxt is None:
+                return DONE
+            ended = after_page(records) if after_page is not None else None
+            if ended is not None:
+                return ended
+            if self.cap and seen + len(records) > self.cap:
+                return CAP
             call = nxt
-        return False
+        return DONE
 
     def _accept(self, window: Window, state: CursorState) -> Callable[[dict], bool]:
         """A main query's record test: in the window, and (sorted) not yielded yet and in order."""
