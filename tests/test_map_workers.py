@@ -130,7 +130,9 @@ def test_a_killed_worker_costs_no_row(tmp_path, mysql_url, pg_url):
     assert (result.stats.fetched, result.stats.created) == (20000, 20000)
     assert rows(pg_url, "SELECT COUNT(*), COUNT(DISTINCT id), MIN(id), MAX(id) FROM items")[0] == (20000, 20000, 1, 20000)
     m = _metrics(pg_url, "items")
-    assert m["map_workers_stopped"] == "a mapping worker process died"
+    # killed while mapping, or (on a loaded machine) while the slower one was still starting
+    assert m["map_workers_stopped"].startswith(("a mapping worker process died",
+                                                "a mapping worker process could not start"))
     assert 4 <= m["chunks_mapped_by_workers"] < 40
 
 
