@@ -113,7 +113,11 @@ class StoredFingerprints:
 
     def _anti_join(self, conn: sa.Connection) -> sa.TextClause | None:
         """PostgreSQL, one integer or string key column: the chunk's keys and fingerprints as two
-        array parameters, the keys that do not match sent back. None elsewhere."""
+        array parameters, the keys that do not match sent back. None elsewhere. A scalar subquery
+        per key, not NOT EXISTS: PostgreSQL turns that into a hash anti-join that reads the whole
+        table for every chunk once it judges 2,500 keys a large share of it (81 ms per chunk on a
+        200,000-row table against 4 ms by the key's index; a run's lookups grew with the table's
+        square); a subquery in WHERE is always one index probe per key."""
         key = self.keys[0]
         kind = "BIGINT[]" if isinstance(key.type, sa.Integer) else "TEXT[]" if isinstance(key.type, sa.String) else None
         if conn.dialect.name != "postgresql" or kind is None:
@@ -122,8 +126,8 @@ class StoredFingerprints:
         t = q(self.table.name)
         live = f" AND t.{q(self.live_only.name)} IS NULL" if self.live_only is not None else ""
         return sa.text(f"SELECT s.k FROM unnest(CAST(:keys AS {kind}), CAST(:fps AS BIGINT[])) AS s(k, f) "
-                       f"WHERE NOT EXISTS (SELECT 1 FROM {t} AS t WHERE t.{q(key.name)} = s.k "
-                       f"AND t.{q(self.fp.name)} = s.f{live})")
+                       f"WHERE (SELECT t.{q(self.fp.name)} FROM {t} AS t WHERE t.{q(key.name)} = s.k{live} "
+                       f"LIMIT 1) IS DISTINCT FROM s.f")
 
     @cached_property
     def _fetch_query(self) -> sa.Select:
