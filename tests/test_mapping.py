@@ -187,10 +187,19 @@ def test_rules_outside_the_fast_subset_still_use_jinja():
     "9999-12-31 23:59:59.999999", "0000-00-00 00:00:00", "2023-02-30 00:00:00", "2023-01-01", "garbage",
     "2023-01-01T08:00:00", "2023-01-01 08:00:00+05:00",
 ])
-def test_fast_pymysql_datetime_converter_matches_pymysql(text):
+def test_fast_datetime_converter_matches_each_drivers_own(text):
+    """PyMySQL's and (when installed, the mysql-c extra) mysqlclient's DATETIME converters."""
     from pymysql.converters import convert_datetime
-    from syncrunner.sources.sql import pymysql_datetime as fast
-    assert fast(text) == convert_datetime(text) and type(fast(text)) is type(convert_datetime(text))
+    from syncrunner.sources.sql import iso_datetime
+    drivers = [convert_datetime]
+    try:
+        from MySQLdb.times import DateTime_or_None
+        drivers.append(DateTime_or_None)
+    except ImportError:
+        pass
+    for own in drivers:
+        fast = iso_datetime(own)
+        assert fast(text) == own(text) and type(fast(text)) is type(own(text))
 
 
 def test_empty_string_is_not_checked_but_stays_empty(mapper):
