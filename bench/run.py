@@ -7,7 +7,10 @@ Each round, on a fresh target: (1) full sync, (1b) full sync of the first 100,00
 (--max-records; the memory baseline), (2) the no-change run (--full again: every row read and
 compared, none written), (2b) the no-change delta run, (3) an incremental run after 1% of the rows
 changed, (4) the floor: the same rows already in Python memory written with one plain COPY
-(PostgreSQL) or one executemany in one transaction (SQLite). Every syncrunner run is a fresh
+(PostgreSQL) or one executemany in one transaction (SQLite), (5) one plain streaming SELECT of the
+same rows (what the source server spends on them: MariaDB's CPU seconds are taken from /proc around
+every run), (6) the same 10,000-row change on a 100,000-row table (a database `<source>_small`), so
+the incremental's cost can be seen to follow the change, not the table. Every syncrunner run is a fresh
 `syncrunner run` subprocess under /usr/bin/time, so its peak RSS is the CLI's own (the largest
 single process); "tree MB" is the peak of the run's processes summed (the CLI and its mapping
 workers), sampled from /proc every 0.1 s. MariaDB's buffer pool is raised to hold the table for
