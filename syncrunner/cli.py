@@ -131,9 +131,10 @@ def _load_all(paths: tuple[str, ...]):
 @click.option("--exclude", multiple=True, metavar="ENTITY", help="Skip these entities (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary (one object per entity) on stdout.")
 @click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True, help="Log lines on stderr: text, or one JSON object per line for log shippers.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress per entity (a bar on a terminal, a log line per chunk otherwise); counting the total costs one COUNT query per entity.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress per entity (a bar on a terminal, a log line per chunk otherwise).")
+@click.option("--count", "count_total", is_flag=True, help="Count the window's records first, for a progress total and percentage: one COUNT query per entity on the source (off by default: the source is usually a production database).")
 def run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...], as_json: bool, log_format: str,
-        progress: bool, **kw) -> None:
+        progress: bool, count_total: bool, **kw) -> None:
     """Run the specs at PATHS (files or folders), dependencies (`after:`) first.
 
     One entity's failure does not stop the others. Runs hold a lock per entity and one of
@@ -145,14 +146,14 @@ def run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...],
     with stopping_early():  # SIGTERM/SIGINT before a run starts: say so and exit, no bare -15
         try:
             with reported(kw["debug"] or kw["legacy_debug"]):
-                _run(paths, only, exclude, as_json, log_format, progress, kw)
+                _run(paths, only, exclude, as_json, log_format, progress, progress and count_total, kw)
         except StoppedEarly as e:
             click.echo(f"stopped by {e.signal_name} while starting: nothing was written", err=True)
             sys.exit(EXIT_FAILED)
 
 
 def _run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...], as_json: bool,
-         log_format: str, progress: bool, kw: dict) -> None:
+         log_format: str, progress: bool, count_total: bool, kw: dict) -> None:
     """The body of `run`."""
     from syncrunner.ops.progress import ProgressObserver
     from syncrunner.runtime.engine import run_spec
@@ -179,7 +180,7 @@ def _run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...]
     observers = [ProgressObserver(tty=False if log_format == "json" else None)] if progress else []
     for spec in specs:
         try:
-            results.append(run_spec(spec, opts, target, observers=observers, count_total=progress))
+            results.append(run_spec(spec, opts, target, observers=observers, count_total=count_total))
         except OptionError as e:
             raise click.UsageError(str(e)) from None
         except StoppedEarly as e:  # before this spec's run started: the ones before it are reported

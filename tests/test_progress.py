@@ -87,7 +87,7 @@ def test_cli_progress_lines_json_logs_and_no_progress(tmp_path, sqlite_url):
     make_source(src, 2100)
     spec = write_spec(tmp_path)
     env = {"ITEM_DB_URL": src}
-    res = invoke("run", spec, "--target", sqlite_url, "--full", "--log-format", "json", env=env)
+    res = invoke("run", spec, "--target", sqlite_url, "--full", "--log-format", "json", "--count", env=env)
     assert res.exit_code == 0, res.output
     docs = [json.loads(line) for line in res.stderr.splitlines()]
     assert {"ts", "level", "logger", "message"} <= set(docs[0])
@@ -98,7 +98,11 @@ def test_cli_progress_lines_json_logs_and_no_progress(tmp_path, sqlite_url):
     quiet = invoke("run", spec, "--target", sqlite_url, "--full", "--no-progress", env=env)
     assert quiet.exit_code == 0
     assert " chunk " not in quiet.stderr
-    assert "with unknown records" in quiet.stderr  # --no-progress also skips the COUNT query
+    assert "with unknown records" in quiet.stderr  # no COUNT query without --count
+
+    uncounted = invoke("run", spec, "--target", sqlite_url, "--full", env=env)  # the default: no COUNT on the source
+    assert uncounted.exit_code == 0
+    assert "with unknown records" in uncounted.stderr and " chunk " in uncounted.stderr
 
 
 def test_debug_logs_the_source_sql(tmp_path, sqlite_url):
