@@ -131,22 +131,31 @@ def _syntax_problem(e: jinja2.TemplateSyntaxError, what: str) -> str:
     return f"{what} does not compile{line}: {e.message}"
 
 
+def _parsed(source: str, what: str, variables: tuple[str, ...]) -> tuple[Any, list[str]]:
+    """A template's AST and why it is refused or broken: syntax, the sandbox's static refusals,
+    variables other than `variables` (and the functions). The AST is None when it does not parse."""
+    try:
+        ast = ENV.parse(source)
+    except jinja2.TemplateSyntaxError as e:
+        return None, [_syntax_problem(e, what)]
+    problems = [f"template refused: {p}" for p in _refusals(ast)]
+    if problems:
+        return ast, problems
+    try:
+        unknown = meta.find_undeclared_variables(ast) - set(variables) - set(FUNCTIONS)
+    except jinja2.TemplateSyntaxError as e:
+        return ast, [_syntax_problem(e, what)]
+    if unknown:
+        return ast, [f"{what} uses unknown variables {sorted(unknown)}; only {', '.join(variables)} exist"]
+    return ast, []
+
+
 def sql_template_problems(template: str) -> list[str]:
     """Why a query template is unsafe or broken (empty when fine). It is rendered (with
     placeholders) only when the static checks pass."""
-    try:
-        ast = ENV.parse(template)
-    except jinja2.TemplateSyntaxError as e:
-        return [_syntax_problem(e, "query template")]
-    problems = [f"template refused: {p}" for p in _refusals(ast)]
-    if problems:
+    ast, problems = _parsed(template, "query template", (*WINDOW_PARAMS, "window"))
+    if ast is None or problems:
         return problems
-    try:
-        unknown = meta.find_undeclared_variables(ast) - set(WINDOW_PARAMS) - {"window"} - set(FUNCTIONS)
-    except jinja2.TemplateSyntaxError as e:
-        return [_syntax_problem(e, "query template")]
-    if unknown:
-        problems.append(f"query template uses unknown variables {sorted(unknown)}; only since, until and window exist")
     for out in ast.find_all(jinja2.nodes.Output):
         for node in out.nodes:
             if isinstance(node, jinja2.nodes.TemplateData):
@@ -170,20 +179,7 @@ def sql_template_problems(template: str) -> list[str]:
 
 def template_problems(source: str, variables: tuple[str, ...] = REQUEST_VARIABLES) -> list[str]:
     """Why a request template is refused or broken (empty when fine); renders nothing."""
-    try:
-        ast = ENV.parse(source)
-    except jinja2.TemplateSyntaxError as e:
-        return [_syntax_problem(e, "template")]
-    problems = [f"template refused: {p}" for p in _refusals(ast)]
-    if problems:
-        return problems
-    try:
-        unknown = meta.find_undeclared_variables(ast) - set(variables) - set(FUNCTIONS)
-    except jinja2.TemplateSyntaxError as e:
-        return [_syntax_problem(e, "template")]
-    if unknown:
-        return [f"template uses unknown variables {sorted(unknown)}; only {', '.join(variables)} exist"]
-    return []
+    return _parsed(source, "template", variables)[1]
 
 
 def expression_problems(source: str) -> list[str]:
