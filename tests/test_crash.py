@@ -17,6 +17,7 @@ import threading
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import Callable
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -288,6 +289,19 @@ class PrivatePostgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def crash_restart(server: PrivatePostgres, pause: float) -> tuple[Callable[[], None], threading.Event]:
+    """A restart of the server (an immediate stop: a crash, not a polite shutdown) after which
+    the returned event is set."""
+    restarted = threading.Event()
+
+    def restart() -> None:
+        server.stop("immediate")
+        time.sleep(pause)
+        server.start()
+        restarted.set()
+    return restart, restarted
+
+
 @pytest.fixture
 def private_pg():
     bindir = _pg_bin()
@@ -307,13 +321,7 @@ def test_target_restarted_mid_run_retries_the_chunk_and_nothing_is_half_written(
     make_source(mysql_url, n)
     spec = write_spec(tmp_path, chunk_size=500, batch_size=500)
     monkeypatch.setenv("SYNCRUNNER_TARGET_RETRY_SECONDS", "60")
-    restarted = threading.Event()
-
-    def restart() -> None:
-        private_pg.stop("immediate")  # a crash, not a polite shutdown
-        time.sleep(1.0)
-        private_pg.start()
-        restarted.set()
+    restart, restarted = crash_restart(private_pg, 1.0)
 
 
     t0 = time.monotonic()
@@ -344,13 +352,7 @@ def test_a_full_rerun_into_a_filled_table_survives_a_target_restart(tmp_path, my
     spec = write_spec(tmp_path, chunk_size=250, batch_size=250)
     assert sync(spec, mysql_url, private_pg.url).stats.created == n
     monkeypatch.setenv("SYNCRUNNER_TARGET_RETRY_SECONDS", "60")
-    restarted = threading.Event()
-
-    def restart() -> None:
-        private_pg.stop("immediate")  # a crash, not a polite shutdown
-        time.sleep(5.0)
-        private_pg.start()
-        restarted.set()
+    restart, restarted = crash_restart(private_pg, 5.0)
 
     with caplog.at_level(logging.INFO, logger="syncrunner"):
         result = sync(spec, mysql_url, private_pg.url, full=True, observers=[ThreadAfterChunk(10, restart)],
