@@ -1,19 +1,25 @@
-"""Pagination styles of the HTTP source (`source.pagination.type`). Each one turns the call just made
-and its response into the next call, or None when the listing is done. Every style also stops on an
-empty page, so a misdescribed API ends instead of looping.
+"""Pagination styles of the HTTP source (`source.pagination.type`), one small class each.
+
+A paginator turns the call just made and its response into the next call, or None when the listing
+is done. Each style answers two questions apart, as Airbyte's declarative CDK does: what the next
+token is (its own `next_value`), and where it goes (a `Place`: a query parameter or a JSON body key,
+shared by every style that sends a value). Every style also stops on an empty page, so a
+misdescribed API ends instead of looping.
 
     none         one request
-    cursor       a token from the body (`next`, jmespath) goes into `param` (query or JSON body)
+    cursor       a token from the body (`next`, jmespath) goes into `param`
     page         `param` = 1, 2, 3 ... until `total_pages` (jmespath) or an empty page
     offset       `param` advances by the records received, until `total` (jmespath) or an empty page
     next_url     follow the URL found at `next` in the body, unmodified
     link_header  follow the RFC 8288 `Link: <...>; rel="next"` header
+
+A new style is a subclass with `type`, `from_options` and `next_call`, added to `STYLES`.
 """
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 from urllib.parse import urljoin, urlsplit
 
 import jmespath
@@ -26,72 +32,171 @@ def _path(expr: str | None) -> Callable[[Any], Any] | None:
     return jmespath.compile(expr).search if expr else None
 
 
-@dataclass
-class Paginator:
-    type: str
-    param: str | None
-    location: str                         # query | json: where `param` goes
-    next: Callable[[Any], Any] | None     # cursor token / next URL
-    total: Callable[[Any], Any] | None    # total_pages (page) or total records (offset)
-    start: int
-    base_url: str
+@dataclass(frozen=True)
+class Place:
+    """Where a paging value goes: query parameter `param`, or key `param` of the JSON body."""
+
+    param: str
+    location: str  # query | json
 
     @classmethod
-    def from_options(cls, options: dict | None, base_url: str, has_json_body: bool) -> "Paginator":
-        o = options or {"type": "none"}
-        kind = o.get("type", "none")
-        default_param = {"cursor": "after", "page": "page", "offset": "offset"}.get(kind)
-        total = o.get("total_pages") if kind == "page" else o.get("total") if kind == "offset" else None
-        return cls(kind, o.get("param", default_param), o.get("in", "json" if has_json_body else "query"),
-                   _path(o.get("next")), _path(total), int(o.get("start", 1 if kind == "page" else 0)),
-                   base_url)
+    def from_options(cls, o: dict, default_param: str, has_json_body: bool) -> "Place":
+        return cls(o.get("param", default_param), o.get("in", "json" if has_json_body else "query"))
 
-    def first(self, call: Call) -> Call:
-        """Page and offset styles state their first value explicitly."""
-        if self.type in ("page", "offset"):
-            return self._with(call, self.start, call.page)
-        return call
+    def get(self, call: Call) -> Any:
+        return (call.json or {}).get(self.param) if self.location == "json" else call.params.get(self.param)
 
-    def following(self, call: Call, resp: requests.Response, body: Any, n_records: int) -> Call | None:
-        """The call for the next page, or None."""
-        if self.type == "none" or n_records == 0:
-            return None
-        page = call.page + 1
-        if self.type == "cursor":
-            token = self.next(body)
-            return None if token in (None, "") else self._with(call, token, page)
-        if self.type in ("page", "offset"):
-            current = int(self._current(call))
-            total = self.total(body) if self.total else None
-            if self.type == "page":
-                done, nxt = total is not None and current >= int(total), current + 1
-            else:
-                nxt = current + n_records
-                done = total is not None and nxt >= int(total)
-            return None if done else self._with(call, nxt, page)
-        if self.type == "next_url":
-            url = self.next(body)
-            return None if not url else self._follow(call, str(url), page)
-        if self.type == "link_header":
-            url = resp.links.get("next", {}).get("url")
-            return None if not url else self._follow(call, url, page)
-        raise HttpSourceError(f"unknown pagination type {self.type!r}")
-
-    def _current(self, call: Call) -> Any:
-        return call.json.get(self.param) if self.location == "json" else call.params.get(self.param)
-
-    def _with(self, call: Call, value: Any, page: int) -> Call:
+    def put(self, call: Call, value: Any, page: int) -> Call:
         if self.location == "json":
             body = copy.deepcopy(call.json) if isinstance(call.json, dict) else {}
             body[self.param] = value
             return replace(call, json=body, page=page)
         return replace(call, params={**call.params, self.param: value}, page=page)
 
-    def _follow(self, call: Call, url: str, page: int) -> Call:
-        """Next URLs are used as given (their query already carries every parameter); only a URL on
-        another host is refused, since the credentials would go with it."""
-        url = urljoin(call.url, url)
+
+@dataclass
+class Paginator:
+    """One request, no next page (`type: none`); the base of every style."""
+
+    type: ClassVar[str] = "none"
+
+    @classmethod
+    def from_options(cls, o: dict, base_url: str, has_json_body: bool) -> "Paginator":
+        return cls()
+
+    def first(self, call: Call) -> Call:
+        """The first call of a listing (styles that count state their first value explicitly)."""
+        return call
+
+    def following(self, call: Call, resp: requests.Response, body: Any, n_records: int) -> Call | None:
+        """The call for the next page, or None: the listing is done."""
+        if n_records == 0:
+            return None
+        return self.next_call(call, resp, body, n_records)
+
+    def next_call(self, call: Call, resp: requests.Response, body: Any, n_records: int) -> Call | None:
+        return None
+
+
+@dataclass
+class CursorPaging(Paginator):
+    """A token from the body goes into `param`; an absent or empty token ends the listing."""
+
+    type: ClassVar[str] = "cursor"
+    next: Callable[[Any], Any]
+    place: Place
+
+    @classmethod
+    def from_options(cls, o: dict, base_url: str, has_json_body: bool) -> "CursorPaging":
+        return cls(_path(o["next"]), Place.from_options(o, "after", has_json_body))
+
+    def next_call(self, call: Call, resp: requests.Response, body: Any, n_records: int) -> Call | None:
+        token = self.next(body)
+        return None if token in (None, "") else self.place.put(call, token, call.page + 1)
+
+
+@dataclass
+class PagePaging(Paginator):
+    """Page numbers from `start`, until `total_pages` (when the body says it) or an empty page."""
+
+    type: ClassVar[str] = "page"
+    place: Place
+    start: int
+    total_pages: Callable[[Any], Any] | None
+
+    @classmethod
+    def from_options(cls, o: dict, base_url: str, has_json_body: bool) -> "PagePaging":
+        return cls(Place.from_options(o, "page", has_json_body), int(o.get("start", 1)), _path(o.get("total_pages")))
+
+    def first(self, call: Call) -> Call:
+        return self.place.put(call, self.start, call.page)
+
+    def next_call(self, call: Call, resp: requests.Response, body: Any, n_records: int) -> Call | None:
+        current = int(self.place.get(call))
+        total = self.total_pages(body) if self.total_pages else None
+        if total is not None and current >= int(total):
+            return None
+        return self.place.put(call, current + 1, call.page + 1)
+
+
+@dataclass
+class OffsetPaging(Paginator):
+    """Record offsets from `start`, advanced by the records received, until `total` or an empty page."""
+
+    type: ClassVar[str] = "offset"
+    place: Place
+    start: int
+    total: Callable[[Any], Any] | None
+
+    @classmethod
+    def from_options(cls, o: dict, base_url: str, has_json_body: bool) -> "OffsetPaging":
+        return cls(Place.from_options(o, "offset", has_json_body), int(o.get("start", 0)), _path(o.get("total")))
+
+    def first(self, call: Call) -> Call:
+        return self.place.put(call, self.start, call.page)
+
+    def next_call(self, call: Call, resp: requests.Response, body: Any, n_records: int) -> Call | None:
+        nxt = int(self.place.get(call)) + n_records
+        total = self.total(body) if self.total else None
+        if total is not None and nxt >= int(total):
+            return None
+        return self.place.put(call, nxt, call.page + 1)
+
+
+@dataclass
+class UrlPaging(Paginator):
+    """Follows a next-page URL as given: its query already carries every parameter. Only a URL on
+    another host is refused, since the credentials would go with it."""
+
+    base_url: str
+
+    def follow(self, call: Call, url: Any) -> Call | None:
+        if not url:
+            return None
+        url = urljoin(call.url, str(url))
         if urlsplit(url).netloc != urlsplit(self.base_url).netloc:
             raise HttpSourceError(f"page {call.page} points to a next page on another host "
                                   f"({urlsplit(url).netloc}); refusing to send the credentials there")
-        return replace(call, url=url, params={}, page=page)
+        return replace(call, url=url, params={}, page=call.page + 1)
+
+
+@dataclass
+class NextUrlPaging(UrlPaging):
+    """The next page's URL is at `next` (jmespath) in the body."""
+
+    type: ClassVar[str] = "next_url"
+    next: Callable[[Any], Any] | None = None
+
+    @classmethod
+    def from_options(cls, o: dict, base_url: str, has_json_body: bool) -> "NextUrlPaging":
+        return cls(base_url, _path(o["next"]))
+
+    def next_call(self, call: Call, resp: requests.Response, body: Any, n_records: int) -> Call | None:
+        return self.follow(call, self.next(body))
+
+
+@dataclass
+class LinkHeaderPaging(UrlPaging):
+    """The next page's URL is the RFC 8288 `Link: <...>; rel="next"` header."""
+
+    type: ClassVar[str] = "link_header"
+
+    @classmethod
+    def from_options(cls, o: dict, base_url: str, has_json_body: bool) -> "LinkHeaderPaging":
+        return cls(base_url)
+
+    def next_call(self, call: Call, resp: requests.Response, body: Any, n_records: int) -> Call | None:
+        return self.follow(call, resp.links.get("next", {}).get("url"))
+
+
+STYLES: dict[str, type[Paginator]] = {
+    cls.type: cls for cls in (Paginator, CursorPaging, PagePaging, OffsetPaging, NextUrlPaging, LinkHeaderPaging)}
+
+
+def paginator(options: dict | None, base_url: str, has_json_body: bool) -> Paginator:
+    """The paginator `source.pagination` describes (one request when absent)."""
+    o = options or {"type": "none"}
+    kind = o.get("type", "none")
+    if kind not in STYLES:
+        raise HttpSourceError(f"unknown pagination type {kind!r}")
+    return STYLES[kind].from_options(o, base_url, has_json_body)

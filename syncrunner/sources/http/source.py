@@ -39,7 +39,7 @@ from syncrunner.sources.base import SourceMetrics
 from syncrunner.sources.http.auth import Auth
 from syncrunner.sources.http.client import Call, HttpClient, HttpSourceError, RateLimiter, RetryPolicy
 from syncrunner.sources.http.cursor import CursorState, key_order
-from syncrunner.sources.http.paging import Paginator
+from syncrunner.sources.http.paging import paginator
 from syncrunner.sources.streaming import CursorReader, chunked, in_window, key_getter
 from syncrunner.spec.model import Spec
 
@@ -63,8 +63,7 @@ class HttpSource:
         self.tie = RequestTemplate(o["tie_break"], spec.name, "tie_break") if o.get("tie_break") else None
         self.records_expr = str(o["records"])
         self.records = jmespath.compile(self.records_expr).search
-        self.paginator = Paginator.from_options(o.get("pagination"), self.base_url,
-                                                self.request.body is not None)
+        self.paginator = paginator(o.get("pagination"), self.base_url, self.request.body is not None)
         self.cap = o.get("max_results_per_query")
         self.total = jmespath.compile(str(o["total"])).search if o.get("total") else None
         self.max_pages = int(o.get("max_pages", DEFAULT_MAX_PAGES))
