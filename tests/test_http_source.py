@@ -409,14 +409,32 @@ def test_wrong_token_fails_fast_clearly_and_writes_nothing(hubspot, target, capl
         assert wrong not in text and TOKEN not in text
 
 
-def test_malformed_json_page_names_url_and_page(hubspot, sqlite_url):
+def test_truncated_json_page_is_retried_then_lands_everything(hubspot, sqlite_url, caplog):
+    """A 200 cut off mid-JSON is a transient fault: retried like a 5xx, counted, nothing lost."""
     seed_contacts(hubspot, 1_000)
-    hubspot.faults.malformed_requests = {4}
-    result = run(hubspot_spec(hubspot), sqlite_url)
+    hubspot.faults.malformed_requests = {4, 5, 6}  # the 4th request's page, cut off three times
+    caplog.set_level(logging.INFO)
+    result = run(hubspot_spec(hubspot, retries=FAST_RETRIES), sqlite_url)
+    assert result.status == "success", result.error
+    assert landed(sqlite_url, "hubspot_contacts") == (1_000, 1_000)
+    assert hubspot.counters.malformed == 3
+    m = metrics(sqlite_url)
+    assert m["retries"] == 3 and m["retry_causes"] == {"response not valid JSON": 3}
+    assert "hubspot.contacts: retried 3 times: response not valid JSON" in caplog.text
+
+
+def test_always_truncated_json_fails_after_max_attempts_naming_url_and_page(hubspot, sqlite_url, caplog):
+    seed_contacts(hubspot, 1_000)
+    hubspot.faults.malformed_pages = {1}  # every request: each page is a fresh query (after absent)
+    result = run(hubspot_spec(hubspot, retries={"max_attempts": 3, "backoff": 0.01}), sqlite_url)
     assert result.status == "failed"
+    assert hubspot.counters.malformed == 3
     # the base URL came from ${HUBSPOT_BASE_URL}: only a password inside a URL variable is secret
-    assert (f"page 4 of POST {hubspot.base_url}/crm/v3/objects/contacts/search: "
-            "the response is not valid JSON") in result.error
+    assert (f"page 1 of POST {hubspot.base_url}/crm/v3/objects/contacts/search still failing after 3 "
+            "attempts; last error response not valid JSON: ") in result.error
+    assert "\n" not in result.error and TOKEN not in result.error + caplog.text
+    (h,) = history(sqlite_url)
+    assert h.status == "failed" and TOKEN not in h.error_message
 
 
 def test_missing_records_path_names_url_and_page(callrail, sqlite_url):

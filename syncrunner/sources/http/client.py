@@ -1,6 +1,7 @@
 """Sending one HTTP call of a sync run: the client-side rate budget, retries of transient errors with
-exponential backoff and jitter (honouring Retry-After), fail-fast on refused credentials, and error
-messages that name the URL and page but never a secret."""
+exponential backoff and jitter (honouring Retry-After; a 200 whose body does not parse as JSON is
+transient too), fail-fast on refused credentials, and error messages that name the URL and page but
+never a secret."""
 from __future__ import annotations
 
 import email.utils
@@ -9,7 +10,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
@@ -130,31 +131,24 @@ class HttpClient:
 
     def send(self, call: Call) -> requests.Response:
         """The response of a successful call; raises HttpSourceError otherwise."""
+        return self._send(call, None)[0]
+
+    def send_json(self, call: Call) -> tuple[requests.Response, Any]:
+        """The response of a successful call and its body parsed as JSON. A 200 whose body does not
+        parse (cut off mid-JSON by a proxy or a dropped upstream connection) is retried like a 5xx."""
+        return self._send(call, _json_body)
+
+    def _send(self, call: Call, decode: Callable[[requests.Response], Any] | None) -> tuple[requests.Response, Any]:
         where = f"page {call.page} of {call.display(self.auth)}"
         params = {**call.params, **{k: v for k, v in self.auth.params.items() if k not in _query_keys(call.url)}}
         last_problem = ""
         for attempt in range(1, self.retry.max_attempts + 1):
             self.limiter.acquire()
             self.metrics.api_calls += 1
-            retry_after = None
-            try:
-                resp = self.session.request(call.method, call.url, params=params or None, json=call.json,
-                                            headers=call.headers or None, timeout=self.timeout)
-            except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
-                last_problem = f"{type(e).__name__}: {_short(e)}"
-            else:
-                if resp.status_code < 400:
-                    return resp
-                if resp.status_code in (401, 403):
-                    raise HttpSourceError(
-                        f"{self.name}: HTTP {resp.status_code} from {where}: the API refused the "
-                        f"{self.auth.label}; check that credential (not retried). Response: {_body(resp)}")
-                if resp.status_code not in TRANSIENT_STATUS:
-                    raise HttpSourceError(f"{self.name}: HTTP {resp.status_code} from {where}: {_body(resp)}")
-                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                last_problem = f"HTTP {resp.status_code}: {_body(resp, 200)}"
-                if resp.status_code == 429:
-                    self.metrics.extra["throttled"] = self.metrics.extra.get("throttled", 0) + 1
+            outcome = self._attempt(call, params, where, decode)
+            if isinstance(outcome, _Done):
+                return outcome.resp, outcome.body
+            last_problem, retry_after = outcome
             if attempt == self.retry.max_attempts:
                 break
             delay = self.retry.delay(attempt, retry_after)
@@ -163,6 +157,31 @@ class HttpClient:
             time.sleep(delay)
         raise HttpSourceError(f"{self.name}: {where} still failing after {self.retry.max_attempts} "
                               f"attempts; last error {last_problem}")
+
+    def _attempt(self, call: Call, params: dict, where: str,
+                 decode: Callable[[requests.Response], Any] | None) -> "_Done | tuple[str, float | None]":
+        """One try: done, or a transient problem (and the server's Retry-After); raises on a
+        permanent one."""
+        try:
+            resp = self.session.request(call.method, call.url, params=params or None, json=call.json,
+                                        headers=call.headers or None, timeout=self.timeout)
+        except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
+            return f"{type(e).__name__}: {_short(e)}", None
+        if resp.status_code < 400:
+            try:
+                return _Done(resp, decode(resp) if decode is not None else None)
+            except ValueError as e:
+                return (f"response not valid JSON: {_short(e)} ({len(resp.content)} bytes, "
+                        f"HTTP {resp.status_code})"), None
+        if resp.status_code in (401, 403):
+            raise HttpSourceError(
+                f"{self.name}: HTTP {resp.status_code} from {where}: the API refused the "
+                f"{self.auth.label}; check that credential (not retried). Response: {_body(resp)}")
+        if resp.status_code not in TRANSIENT_STATUS:
+            raise HttpSourceError(f"{self.name}: HTTP {resp.status_code} from {where}: {_body(resp)}")
+        if resp.status_code == 429:
+            self.metrics.extra["throttled"] = self.metrics.extra.get("throttled", 0) + 1
+        return f"HTTP {resp.status_code}: {_body(resp, 200)}", parse_retry_after(resp.headers.get("Retry-After"))
 
     def _note_retry(self, cause: str, detail: str) -> None:
         """Retries are routine: the first of each cause is logged at INFO, the rest at DEBUG, and
@@ -182,6 +201,17 @@ class HttpClient:
 
     def close(self) -> None:
         self.session.close()
+
+
+@dataclass
+class _Done:
+    resp: requests.Response
+    body: Any
+
+
+def _json_body(resp: requests.Response) -> Any:
+    """The body as JSON; ValueError when it does not parse (requests' JSONDecodeError is one)."""
+    return resp.json()
 
 
 def _query_keys(url: str) -> set[str]:

@@ -91,15 +91,10 @@ class HttpSource:
         if self.pages > self.max_pages:
             raise HttpSourceError(f"{self.spec.name}: more than max_pages={self.max_pages} pages in one run "
                                   f"(at {call.display(self.auth)}); raise max_pages if that is expected")
-        resp = self.client.send(call)
+        resp, body = self.client.send_json(call)
         self.metrics.extra["pages"] = self.pages
         self.metrics.extra["rate_limit_wait_seconds"] = round(self.limiter.waited, 2)
         where = f"page {call.page} of {call.display(self.auth)}"
-        try:
-            body = resp.json()
-        except ValueError as e:
-            raise HttpSourceError(f"{self.spec.name}: {where}: the response is not valid JSON ({e}; "
-                                  f"{len(resp.content)} bytes, HTTP {resp.status_code})") from None
         records = self.records(body)
         if records is None:
             keys = sorted(body) if isinstance(body, dict) else type(body).__name__
