@@ -133,11 +133,13 @@ def test_without_tie_break_more_ties_than_the_cap_fail_clearly(hubspot, sqlite_u
 
 
 def fail_then_resume(fake: FakeHubSpot, spec: Spec, target: str, **faults) -> tuple[RunResult, RunResult]:
-    """A run that fails on the given faults (sets of pages or requests), then the rerun without them,
-    which resumes from the failed run's checkpoint."""
+    """A run that fails on the given faults (sets of pages or requests; not retried), then the rerun
+    without them, which resumes from the failed run's checkpoint."""
     for name, value in faults.items():
         setattr(fake.faults, name, value)
+    spec.source.options["retries"] = {"max_attempts": 1}  # a truncated page would be retried
     first = run(spec, target)
+    del spec.source.options["retries"]
     for name in faults:
         setattr(fake.faults, name, set())
     fake.reset_log()
