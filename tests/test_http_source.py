@@ -617,6 +617,12 @@ def test_template_filters_for_window_values():
     assert ENV.from_string("{{ s | epoch_s }}").render(s=since) == "1735787045"
     assert ENV.from_string("{{ s | iso }}").render(s=since) == "2025-01-02T03:04:05.678000+00:00"
     assert ENV.from_string("{{ s | epoch_ms }}").render(s=None) == "None"
+    # RFC 7231 IMF-fixdate, whole seconds, in GMT whatever the offset; naive = UTC; a date = midnight
+    assert ENV.from_string("{{ s | http_date }}").render(s=since) == "Thu, 02 Jan 2025 03:04:05 GMT"
+    cet = dt.timezone(dt.timedelta(hours=1))
+    assert ENV.from_string("{{ s | http_date }}").render(s=since.astimezone(cet)) == "Thu, 02 Jan 2025 03:04:05 GMT"
+    assert ENV.from_string("{{ s | http_date }}").render(s=dt.datetime(2025, 7, 4, 9)) == "Fri, 04 Jul 2025 09:00:00 GMT"
+    assert ENV.from_string("{{ s | http_date }}").render(s=dt.date(2025, 7, 4)) == "Fri, 04 Jul 2025 00:00:00 GMT"
 
 
 # -- whole CRM folders through the CLI ---------------------------------------------------------------

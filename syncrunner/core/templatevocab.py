@@ -7,6 +7,7 @@ the template passes in."""
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -60,6 +61,19 @@ def iso(value: Any) -> str | None:
     return value.isoformat()
 
 
+def http_date(value: Any) -> str | None:
+    """RFC 7231 IMF-fixdate (`Sat, 05 Dec 2026 10:00:00 GMT`), the form of HTTP date headers such as
+    If-Modified-Since; naive values are taken as UTC. Whole seconds: a fraction is dropped, which
+    moves a lower bound earlier, never later."""
+    if value is None or isinstance(value, jinja2.Undefined):
+        return None
+    if not isinstance(value, dt.datetime):
+        value = dt.datetime.combine(value, dt.time())
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return email.utils.format_datetime(value.astimezone(dt.timezone.utc), usegmt=True)
+
+
 @dataclass(frozen=True)
 class Helper:
     """One word of the template vocabulary: the function, how it is written, what it does."""
@@ -80,6 +94,8 @@ FILTERS: dict[str, Helper] = {
     "epoch_ms": Helper(epoch_ms, "since | epoch_ms", "a datetime as epoch milliseconds (naive = UTC); null stays null"),
     "epoch_s": Helper(epoch_s, "since | epoch_s", "a datetime as epoch seconds (naive = UTC); null stays null"),
     "iso": Helper(iso, "since | iso", "ISO 8601 text of a date or datetime; null stays null"),
+    "http_date": Helper(http_date, "since | http_date", "an HTTP date header value (RFC 7231 IMF-fixdate, "
+                        "`Sat, 05 Dec 2026 10:00:00 GMT`; naive = UTC; whole seconds); null stays null"),
     "abs": _jinja_filter("abs", "x | abs", "absolute value"),
     "capitalize": _jinja_filter("capitalize", "s | capitalize", "first letter upper case, the rest lower case"),
     "default": _jinja_filter("default", "x | default(y)", "y when x is undefined (`default(y, true)`: also when x is false or empty)"),

@@ -2,7 +2,7 @@
 record list as a jmespath, a pagination style, a rate budget, a retry policy).
 
 The request's path, params, headers and JSON body are Jinja templates that see the delta window as
-`since` / `until` (UTC datetimes or None; filters `epoch_ms`, `epoch_s`, `iso`), `window` (true when
+`since` / `until` (UTC datetimes or None; filters `epoch_ms`, `epoch_s`, `iso`, `http_date`), `window` (true when
 bounded) and `since_exclusive` (true when every record at exactly `since` was read: ask for cursor >
 since). A param that renders empty is not sent, so one template can serve full and delta runs.
 Records outside the window are also dropped client-side when the spec has a cursor.
