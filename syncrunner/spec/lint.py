@@ -123,11 +123,35 @@ def _source_problems(source: dict, fields: dict, direct: dict[str, str], add: Ad
             add(("source", "url"), "not a database URL (expected e.g. mysql+pymysql://user@host/db)")
 
     if source.get("kind") == "http":
+        for path, msg in http_path_problems(source):
+            add(("source",) + path, msg)
         cursor = source.get("cursor")
         cfield = fields.get(direct.get(cursor)) if isinstance(cursor, str) else None
         ctype = cfield.get("type") if isinstance(cfield, dict) else None
         for path, msg in http_template_problems(source, ctype if isinstance(ctype, str) else None):
             add(("source",) + path, msg)
+
+
+HTTP_PATHS = (("records",), ("total",), ("pagination", "next"), ("pagination", "total"),
+              ("pagination", "total_pages"), ("pagination", "more"), ("pagination", "next_start"))
+
+
+def http_path_problems(source: dict) -> list[tuple[tuple, str]]:
+    """The jmespath expressions an HTTP source reads its responses with compile (or the run would
+    fail on its first page)."""
+    import jmespath
+
+    problems = []
+    for path in HTTP_PATHS:
+        node: Any = source
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, str):
+            try:
+                jmespath.compile(node)
+            except jmespath.exceptions.JMESPathError as e:
+                problems.append((path, f"not a valid jmespath expression: {e}"))
+    return problems
 
 
 SAMPLE_CURSOR = {"datetime": dt.datetime(2025, 1, 2, 3, 4, 5, 678000, tzinfo=dt.timezone.utc),

@@ -8,8 +8,9 @@ misdescribed API ends instead of looping.
 
     none         one request
     cursor       a token from the body (`next`, jmespath) goes into `param`
-    page         `param` = 1, 2, 3 ... until `total_pages` (jmespath) or an empty page
-    offset       `param` advances by the records received, until `total` (jmespath) or an empty page
+    page         `param` = 1, 2, 3 ... until `total_pages` (jmespath), a false `more` flag or an empty page
+    offset       `param` advances by the records received (or is `next_start` from the body), until
+                 `total` (jmespath), a false `more` flag or an empty page
     next_url     follow the URL found at `next` in the body, unmodified
     link_header  follow the RFC 8288 `Link: <...>; rel="next"` header
 
@@ -95,18 +96,26 @@ class CursorPaging(Paginator):
         return None if token in (None, "") else self.place.put(call, token, call.page + 1)
 
 
+def _no_more(more: Callable[[Any], Any] | None, body: Any) -> bool:
+    """The body's "more items" flag (`more`, jmespath) says the listing is done: absent or false.
+    Without a `more` path nothing is said."""
+    return more is not None and more(body) is not True
+
+
 @dataclass
 class PagePaging(Paginator):
-    """Page numbers from `start`, until `total_pages` (when the body says it) or an empty page."""
+    """Page numbers from `start`, until `total_pages`, a false `more` flag, or an empty page."""
 
     type: ClassVar[str] = "page"
     place: Place
     start: int
     total_pages: Callable[[Any], Any] | None
+    more: Callable[[Any], Any] | None = None
 
     @classmethod
     def from_options(cls, o: dict, base_url: str, has_json_body: bool) -> "PagePaging":
-        return cls(Place.from_options(o, "page", has_json_body), int(o.get("start", 1)), _path(o.get("total_pages")))
+        return cls(Place.from_options(o, "page", has_json_body), int(o.get("start", 1)),
+                   _path(o.get("total_pages")), _path(o.get("more")))
 
     def first(self, call: Call) -> Call:
         return self.place.put(call, self.start, call.page)
@@ -114,29 +123,36 @@ class PagePaging(Paginator):
     def next_call(self, call: Call, resp: requests.Response, body: Any, n_records: int) -> Call | None:
         current = int(self.place.get(call))
         total = self.total_pages(body) if self.total_pages else None
-        if total is not None and current >= int(total):
+        if _no_more(self.more, body) or (total is not None and current >= int(total)):
             return None
         return self.place.put(call, current + 1, call.page + 1)
 
 
 @dataclass
 class OffsetPaging(Paginator):
-    """Record offsets from `start`, advanced by the records received, until `total` or an empty page."""
+    """Record offsets from `start`, advanced by the records received or taken from the body
+    (`next_start`), until `total`, a false `more` flag, or an empty page."""
 
     type: ClassVar[str] = "offset"
     place: Place
     start: int
     total: Callable[[Any], Any] | None
+    more: Callable[[Any], Any] | None = None
+    next_start: Callable[[Any], Any] | None = None
 
     @classmethod
     def from_options(cls, o: dict, base_url: str, has_json_body: bool) -> "OffsetPaging":
-        return cls(Place.from_options(o, "offset", has_json_body), int(o.get("start", 0)), _path(o.get("total")))
+        return cls(Place.from_options(o, "offset", has_json_body), int(o.get("start", 0)), _path(o.get("total")),
+                   _path(o.get("more")), _path(o.get("next_start")))
 
     def first(self, call: Call) -> Call:
         return self.place.put(call, self.start, call.page)
 
     def next_call(self, call: Call, resp: requests.Response, body: Any, n_records: int) -> Call | None:
-        nxt = int(self.place.get(call)) + n_records
+        if _no_more(self.more, body):
+            return None
+        given = self.next_start(body) if self.next_start else None
+        nxt = int(given) if given is not None else int(self.place.get(call)) + n_records
         total = self.total(body) if self.total else None
         if total is not None and nxt >= int(total):
             return None
