@@ -27,7 +27,8 @@ class MoreAPI(FakeAPI):
     `/leads?page=&perPage=` SalesRabbit style: `meta.morePages`, false on a full last page."""
 
     def routes(self):
-        return [route("GET", "/deals", self._deals), route("GET", "/leads", self._leads)]
+        return [route("GET", "/deals", self._deals), route("GET", "/leads", self._leads),
+                route("GET", "/histories", self._histories)]
 
     def _deals(self, req: Request) -> Response:
         start, limit = int(req.arg("start") or 0), int(req.arg("limit") or 100)
@@ -43,6 +44,15 @@ class MoreAPI(FakeAPI):
         page, per_page = int(req.arg("page")), int(req.arg("perPage"))
         return Response(200, {"data": ITEMS[(page - 1) * per_page:page * per_page],
                               "meta": {"morePages": page * per_page < len(ITEMS)}})
+
+
+    def _histories(self, req: Request) -> Response:
+        """Lead id -> that lead's status changes, 10 leads a page; an empty page's object is `[]`."""
+        page = int(req.arg("page"))
+        leads = ITEMS[(page - 1) * 10:page * 10]
+        data = {str(i["id"]): [{"id": 200 + n, "name": f"status {n}"} for n in range(i["id"] % 3 + 1)]
+                for i in leads}
+        return Response(200, {"data": data or [], "meta": {"morePages": page < 10}})
 
 
 SPEC = """\
@@ -124,3 +134,63 @@ def test_a_more_flag_is_only_for_page_and_offset_paging(tmp_path):
     spec, problems = check_spec(write(tmp_path, "http://127.0.0.1:9", SALESRABBIT[0],
                                       "{type: cursor, next: meta.next, more: meta.morePages}"))
     assert spec is None and any(p.key.startswith("source.pagination") for p in problems), problems
+
+
+HISTORY_SPEC = """\
+crm: test
+entity: histories
+source:
+  kind: http
+  base_url: {base}
+  request: {{path: /histories}}
+  records: data
+  records_by_key: {by_key}
+  pagination: {{type: page, more: meta.morePages}}
+  key: [lead_id, id]
+target: {{table: histories, key: [lead_id, status_id]}}
+fields:
+  lead_id: {{type: integer, required: true}}
+  status_id: {{from: id, type: integer, required: true}}
+  name: {{type: string}}
+"""
+
+
+def test_records_keyed_by_id_become_rows_with_the_key_as_a_field(api, tmp_path, pg_url):
+    path = tmp_path / "h.yaml"
+    path.write_text(HISTORY_SPEC.format(base=api.base_url, by_key="{key_field: lead_id, values: lists}"))
+    result = run(path, pg_url)
+    assert result.status == "success", result.error
+    expected = sum(i["id"] % 3 + 1 for i in ITEMS)  # each lead's 1-3 status changes
+    assert result.stats.fetched == expected
+    assert rows(pg_url, "SELECT COUNT(*), COUNT(DISTINCT lead_id) FROM histories") == [(expected, 100)]
+    assert rows(pg_url, "SELECT status_id, name FROM histories WHERE lead_id = 5 ORDER BY status_id") == [
+        (200, "status 0"), (201, "status 1"), (202, "status 2")]
+
+
+def test_keyed_records_one_per_value_and_an_empty_php_array(tmp_path, sqlite_url):
+    class OneEach(FakeAPI):
+        def routes(self):
+            return [route("GET", "/users", lambda req: Response(200, {"data": {
+                "7": {"name": "Ana"}, "9": {"name": "Ben", "lead_id": "kept?"}} if req.arg("page") == "1" else [],
+                "meta": {"morePages": True}}))]
+
+    with OneEach() as one:
+        path = tmp_path / "u.yaml"
+        path.write_text(SPEC.format(base=one.base_url, request="{path: /users}",
+                                    pagination="{type: page, more: meta.morePages}")
+                        .replace("key: id", "key: lead_id\n  records_by_key: {key_field: lead_id}")
+                        .replace("key: [id]", "key: [lead_id]").replace("id: {type", "lead_id: {type"))
+        result = run(path, sqlite_url)
+        assert result.status == "success", result.error
+        # the object's key wins over a field of the same name; `[]` on page 2 is an empty page
+        assert rows(sqlite_url, "SELECT lead_id, name FROM items ORDER BY lead_id") == [(7, "Ana"), (9, "Ben")]
+        assert one.counters.requests == 2
+
+
+def test_a_keyed_listing_that_is_not_an_object_names_the_page(api, tmp_path, sqlite_url):
+    path = tmp_path / "h.yaml"
+    path.write_text(HISTORY_SPEC.format(base=api.base_url, by_key="{key_field: lead_id}")
+                    .replace("records: data", "records: meta"))
+    result = run(path, sqlite_url)
+    assert result.status == "failed"
+    assert f"page 1 of GET {api.base_url}/histories?page=1: 'meta' is not a list of objects" in result.error

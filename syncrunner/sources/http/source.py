@@ -40,6 +40,7 @@ from syncrunner.sources.http.auth import Auth
 from syncrunner.sources.http.client import Call, HttpClient, HttpSourceError, RateLimiter, RetryPolicy
 from syncrunner.sources.http.cursor import CursorState, key_order
 from syncrunner.sources.http.paging import paginator
+from syncrunner.sources.http.records import RecordsAt, RecordsError
 from syncrunner.sources.streaming import CursorReader, chunked, in_window, key_getter
 from syncrunner.spec.model import Spec
 
@@ -61,8 +62,7 @@ class HttpSource:
                                  self.metrics, float(o.get("timeout", 30)), spec.name)
         self.request = RequestTemplate({"method": "GET", **o["request"]}, spec.name)
         self.tie = RequestTemplate(o["tie_break"], spec.name, "tie_break") if o.get("tie_break") else None
-        self.records_expr = str(o["records"])
-        self.records = jmespath.compile(self.records_expr).search
+        self.records = RecordsAt.from_options(o)
         self.paginator = paginator(o.get("pagination"), self.base_url, self.request.body is not None)
         self.cap = o.get("max_results_per_query")
         self.total = jmespath.compile(str(o["total"])).search if o.get("total") else None
@@ -95,14 +95,10 @@ class HttpSource:
         self.metrics.extra["pages"] = self.pages
         self.metrics.extra["rate_limit_wait_seconds"] = round(self.limiter.waited, 2)
         where = f"page {call.page} of {call.display(self.auth)}"
-        records = self.records(body)
-        if records is None:
-            keys = sorted(body) if isinstance(body, dict) else type(body).__name__
-            raise HttpSourceError(f"{self.spec.name}: {where}: no records at '{self.records_expr}' in the "
-                                  f"response (top-level keys: {keys})")
-        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-            raise HttpSourceError(f"{self.spec.name}: {where}: '{self.records_expr}' is not a list of "
-                                  f"objects")
+        try:
+            records = self.records.read(body)
+        except RecordsError as e:
+            raise HttpSourceError(f"{self.spec.name}: {where}: {e}") from None
         return resp, body, records
 
     # -- streaming -------------------------------------------------------------------------------
@@ -271,7 +267,7 @@ class HttpSource:
     def describe(self, window: Window) -> dict:
         call = self.first_call(context(window.since, window.until))
         return {"request": call.display(self.auth), "json": json.loads(redact(json.dumps(call.json))),
-                "auth": self.auth.label, "records": self.records_expr,
+                "auth": self.auth.label, "records": self.records.expr,
                 "pagination": self.paginator.type, "rate_limit_per_second": self.limiter.per_second,
                 "max_results_per_query": self.cap, "tie_break": self.tie is not None}
 
