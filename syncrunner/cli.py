@@ -160,7 +160,7 @@ def _run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...]
     from syncrunner.runtime.memory import return_freed_memory
     from syncrunner.runtime.ordering import OrderError, run_order, select
     from syncrunner.runtime.signals import StoppedEarly
-    from syncrunner.runtime.strategy import OptionError, check_options
+    from syncrunner.runtime.strategy import OptionError, check_options, check_spec_options
 
     opts = _make_options(kw)
     setup_logging(opts.debug, log_format)
@@ -173,7 +173,9 @@ def _run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...]
     specs = _load_all(paths)
     try:
         specs = run_order(select(specs, only, exclude))
-    except OrderError as e:
+        for spec in specs:
+            check_spec_options(spec, opts)
+    except (OrderError, OptionError) as e:
         raise click.UsageError(str(e)) from None
     results = []
     # JSON logs go to a shipper even when started from a terminal: chunk lines, not a bar
@@ -222,7 +224,7 @@ def _exit_code(results) -> int:
 def plan(spec_path: str, **kw) -> None:
     """Show what a run would do, moving no data: the window and why, the SQL or first request, the DDL."""
     from syncrunner.runtime.planner import plan_text
-    from syncrunner.runtime.strategy import OptionError, check_options
+    from syncrunner.runtime.strategy import OptionError, check_options, check_spec_options
 
     opts = _make_options(kw)
     try:
@@ -230,6 +232,7 @@ def plan(spec_path: str, **kw) -> None:
         target = resolve_target(kw["target_url"])
         spec, = _load_all((spec_path,))
         check_options(opts, spec.source.timezone)
+        check_spec_options(spec, opts)
     except OptionError as e:
         raise click.UsageError(str(e)) from None
     try:

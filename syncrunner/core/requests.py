@@ -89,7 +89,14 @@ class RequestTemplate:
 
 
 def context(since: Any, until: Any, since_exclusive: bool = False, tie_value: Any = None,
-            after_key: Any = None) -> dict:
-    """What request templates see."""
-    return {"since": since, "until": until, "window": since is not None or until is not None,
-            "since_exclusive": since_exclusive, "tie_value": tie_value, "after_key": after_key}
+            after_key: Any = None, start_date: Any = None, end_date: Any = None) -> dict:
+    """What request templates see. `start_date` / `end_date`: the run's --start-date / --end-date
+    when the cursor is an id (Window.start / end), for an API's creation-time filter."""
+    bounded = any(v is not None for v in (since, until, start_date, end_date))
+    return {"since": since, "until": until, "window": bounded, "since_exclusive": since_exclusive,
+            "tie_value": tie_value, "after_key": after_key, "start_date": start_date, "end_date": end_date}
+
+
+def dates(window: Any) -> dict:
+    """A window's id-cursor dates as context() keywords."""
+    return {"start_date": window.start, "end_date": window.end}

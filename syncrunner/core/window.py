@@ -16,13 +16,21 @@ class Window:
     position: dict | None = None   # keyset position to resume after
     watermark: str | None = None   # watermark carried from a resumed run
     base_watermark: str | None = None  # the completed run's watermark a delta window starts from
+    # --start-date / --end-date as UTC datetimes when the cursor is an id, not a time (an id cannot
+    # be compared with a date): only a request that uses `start_date` / `end_date` (an API's
+    # creation-time filter) applies them. With a time cursor the dates are since/until instead.
+    start: Any = None
+    end: Any = None
 
     @property
     def bounded(self) -> bool:
-        return self.since is not None or self.until is not None
+        return any(v is not None for v in (self.since, self.until, self.start, self.end))
 
     def as_config(self) -> dict:
-        return {"mode": self.mode, "since": iso_text(self.since), "until": iso_text(self.until)}
+        config = {"mode": self.mode, "since": iso_text(self.since), "until": iso_text(self.until)}
+        if self.start is not None or self.end is not None:
+            config |= {"start_date": iso_text(self.start), "end_date": iso_text(self.end)}
+        return config
 
 
 def iso_text(v: Any) -> str | None:

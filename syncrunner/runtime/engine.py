@@ -35,7 +35,8 @@ from syncrunner.runtime.parallel import START_AFTER_ROWS
 from syncrunner.runtime.pipeline import WriteAhead
 from syncrunner.runtime.runstate import Interrupted, Observer, RunResult, RunState
 from syncrunner.runtime.settings import map_workers_from_env
-from syncrunner.runtime.strategy import RunOptions, check_options, decide, format_watermark, parse_watermark
+from syncrunner.runtime.strategy import (RunOptions, check_options, check_spec_options, decide, format_watermark,
+                                         parse_watermark)
 from syncrunner.runtime.target import shared_target_engine, target_exists
 from syncrunner.runtime.writer import Writer
 from syncrunner.sources.base import Source
@@ -54,6 +55,7 @@ class SyncRun:
                  max_concurrent: int | None = None, handle_signals: bool = True,
                  map_workers: int | None = None, map_after: int = START_AFTER_ROWS):
         check_options(opts, spec.source.timezone)
+        check_spec_options(spec, opts)
         self.state = RunState(spec, opts, observers or [])
         self.target_url = target_url
         self.source = source

@@ -31,7 +31,8 @@ def plan_text(spec: Spec, opts: RunOptions, target_url: str) -> str:
             w = Writer(engine, spec, force=opts.force)
             create = str(sa.schema.CreateTable(w.table).compile(dialect=engine.dialect)).strip()
             missing = []
-        lines.append(f"window:  {window.mode}: since={window.as_config()['since']} until={window.as_config()['until']}")
+        bounds = " ".join(f"{k}={v}" for k, v in window.as_config().items() if k != "mode")
+        lines.append(f"window:  {window.mode}: {bounds}")
         if note:
             lines.append(f"note:    {note}")
         lines.append(f"why:     {window.reason}")

@@ -15,6 +15,7 @@ from syncrunner.core.window import Window, iso_text
 from syncrunner.runtime import history
 from syncrunner.spec.model import Spec
 
+TIME_CURSORS = ("datetime", "date")  # cursor types --start-date / --end-date can bound
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?")
 
@@ -66,7 +67,7 @@ def parse_date_option(name: str, value: str | None, tz: str) -> dt.datetime | No
 def check_options(opts: RunOptions, tz: str = "UTC") -> None:
     """Refuse bad option values up front."""
     since = parse_date_option("--start-date", opts.start_date, tz)
-    until = parse_date_option("--end-date", opts.end_date, tz)
+    until = _end_of_day(opts.end_date, tz)  # --end-date names the last day included
     if since and until and until <= since:
         raise OptionError("--end-date must be after --start-date")
     if opts.max_records < 0:
@@ -98,14 +99,18 @@ def decide(spec: Spec, opts: RunOptions, conn: sa.Connection | None, *, dead_run
     `dead_running`: a `running` latest run is dead (nobody holds its lock); a real run would mark
     it failed first and resume it, so a read-only caller (plan, --dry-run) treats it as failed."""
     tz = spec.source.timezone
-    until = _end_of_day(opts.end_date, tz)
+    end = _end_of_day(opts.end_date, tz)
+    start = parse_date_option("--start-date", opts.start_date, tz)
     cursor_type = spec.fields[spec.cursor_field].type if spec.cursor_field else None
+    dated = cursor_type not in TIME_CURSORS  # an id cursor: the dates go to start_date/end_date
+    until = None if dated else end
     if not spec.source.cursor:
         window = Window("full", "the spec has no cursor: every run is a full run", until=None)
     elif opts.start_date:
-        window = Window("since", f"--start-date {opts.start_date}",
-                        since=_as_cursor(parse_date_option("--start-date", opts.start_date, tz), cursor_type),
-                        until=until)
+        window = Window("since", f"--start-date {opts.start_date}" + (
+                        f" (the cursor {spec.source.cursor} is an id: the request's start_date filter "
+                        f"selects)" if dated else ""),
+                        since=None if dated else _as_cursor(start, cursor_type), until=until)
     elif opts.full or opts.force:
         window = Window("full", "--force" if opts.force else "--full", until=until)
     else:
@@ -113,17 +118,38 @@ def decide(spec: Spec, opts: RunOptions, conn: sa.Connection | None, *, dead_run
         if last is not None and last.watermark is not None:
             base = parse_watermark(last.watermark, cursor_type)
             since = base - spec.lookback if isinstance(base, dt.datetime) else base
+            how = (f"minus lookback {spec.lookback}" if not dated else
+                   f"(the cursor {spec.source.cursor} is an id: the records after it, no lookback)")
             window = Window("delta", f"SyncHistory run {last.id} ({last.status}, ended "
-                                     f"{iso_text(last.end_time)}): watermark {last.watermark} minus lookback "
-                                     f"{spec.lookback}", since=since, until=until,
-                            base_watermark=last.watermark)
+                                     f"{iso_text(last.end_time)}): watermark {last.watermark} {how}",
+                            since=since, until=until, base_watermark=last.watermark)
         elif last is not None:
             window = Window("initial", f"SyncHistory run {last.id} committed no rows: fetching everything", until=until)
         else:
             window = Window("initial", "no completed SyncHistory run: fetching everything", until=until)
+    if dated and spec.source.cursor:
+        window.start, window.end = (start if window.mode == "since" else None), end
     if conn is not None:
         _attach_resume(window, spec, conn, dead_running)
     return window
+
+
+def check_spec_options(spec: Spec, opts: RunOptions) -> None:
+    """--start-date / --end-date with a spec whose cursor is an id, not a time: the dates cannot
+    bound the ids, so they need a request that sends them (`start_date` / `end_date`, e.g. an API's
+    creation-time filter). Refused before anything is touched when it does not."""
+    cursor_type = spec.fields[spec.cursor_field].type if spec.cursor_field else None
+    if not spec.source.cursor or cursor_type in TIME_CURSORS:
+        return
+    from syncrunner.spec.lint import request_variables
+    used = request_variables(spec.source.options.get("request"))
+    used = used if isinstance(used, set) else set()  # a template that does not compile: lint says so
+    for option, value, name in (("--start-date", opts.start_date, "start_date"),
+                                ("--end-date", opts.end_date, "end_date")):
+        if value is not None and name not in used:
+            raise OptionError(f"{spec.path}: {option} cannot select {spec.name}: its cursor "
+                              f"{spec.source.cursor} is {_a(cursor_type)}, not a time, and its request does not "
+                              f"use {name} (an API filter on creation time); use --full or a delta run")
 
 
 def decide_readonly(spec: Spec, opts: RunOptions, engine: sa.Engine, exists: bool) -> tuple[Window, str | None]:
@@ -199,6 +225,10 @@ def _end_of_day(value: str | None, tz: str) -> dt.datetime | None:
     if d is not None and _DATE.fullmatch(value.strip()):
         d += dt.timedelta(days=1)  # --end-date names the last day included
     return d
+
+
+def _a(cursor_type: str | None) -> str:
+    return f"an {cursor_type}" if (cursor_type or "x")[0] in "aeiou" else f"a {cursor_type}"
 
 
 def _as_cursor(d: dt.datetime | None, cursor_type: str | None) -> Any:

@@ -99,6 +99,9 @@ def _key_problems(source: dict, target: dict, fields: dict, direct: dict[str, st
     for k in ([skey] if isinstance(skey, str) else skey if isinstance(skey, list) else []):
         if isinstance(k, str) and fields and k not in direct:
             add(("source", "key"), f"source key '{k}' is not mapped by any field")
+        if isinstance(k, str) and "." in k and source.get("kind") != "http":
+            add(("source", "key"), f"source key '{k}': a {source.get('kind')} source's key is a column name; "
+                                   f"only an http source's key may be a dotted path")
     tkey = target.get("key")
     for k in ([tkey] if isinstance(tkey, str) else tkey if isinstance(tkey, list) else []):
         if isinstance(k, str) and fields and k not in fields:
@@ -158,7 +161,7 @@ SAMPLE_CURSOR = {"datetime": dt.datetime(2025, 1, 2, 3, 4, 5, 678000, tzinfo=dt.
                  "date": dt.date(2025, 1, 2), "integer": 12345, "decimal": Decimal("12.5"), "string": "x"}
 
 
-def _variables(value: Any) -> set[str] | str:
+def request_variables(value: Any) -> set[str] | str:
     """The template variables a request mapping uses, or why one of its templates does not compile."""
     import jinja2
     from jinja2 import meta
@@ -179,7 +182,7 @@ def tie_break_problems(source: dict, cursor_type: str | None) -> list[tuple[tupl
     both requests use the variables that make progress and render for a sample tie."""
 
     request, tie = source.get("request"), source["tie_break"]
-    used = {"request": _variables(request), "tie_break": _variables(tie)}
+    used = {"request": request_variables(request), "tie_break": request_variables(tie)}
     problems = [((k,), v) for k, v in used.items() if isinstance(v, str)]
     if problems:
         return problems
@@ -221,7 +224,7 @@ def http_template_problems(source: dict, cursor_type: str | None) -> list[tuple[
     if not problems and isinstance(source.get("tie_break"), dict):
         problems = tie_break_problems(source, cursor_type)
     if not problems and source.get("sorted_by_cursor") is True and source.get("next_page") != "pagination":
-        used = _variables(source.get("request"))
+        used = request_variables(source.get("request"))
         if isinstance(used, set) and "since" not in used:
             problems.append((("request",), "a sorted source starts each next page from the last cursor value "
                                            "read: the request must use since (cursor >= since), or set "

@@ -89,13 +89,16 @@ class FakeLeadConduit(ScriptedFake):
         self.add_event(when, "source", data, outcome="success")
         for i in range(recipients):
             self.add_event(when + timedelta(milliseconds=300 * (i + 1)), "recipient", data,
-                           outcome=self._rng.choice(["success", "success", "failure"]))
+                           outcome=self._rng.choice(["success", "success", "failure"]), submitted=when)
         return lead_id
 
-    def add_event(self, when: datetime, kind: str, lead: dict[str, Any], outcome: str = "success") -> Event:
-        """Any later event about a lead (feedback, re-post): a new snapshot with a new id."""
+    def add_event(self, when: datetime, kind: str, lead: dict[str, Any], outcome: str = "success",
+                  submitted: datetime | None = None) -> Event:
+        """Any later event about a lead (feedback, re-post): a new snapshot with a new id.
+        ``submitted``: when the lead was submitted (``vars.submission.timestamp``), default ``when``."""
         when = as_utc(when)
-        event = Event(self.object_id(when), when, self._event(when, kind, dict(lead), outcome))
+        body = self._event(when, kind, dict(lead), outcome, as_utc(submitted or when))
+        event = Event(self.object_id(when), when, body)
         pos = bisect.bisect(self._ids, event.id)
         self._ids.insert(pos, event.id)
         self.events.insert(pos, event)
@@ -126,13 +129,14 @@ class FakeLeadConduit(ScriptedFake):
                 "postal_code": r.choice(["78701", "80222", "33602"]), "state": r.choice(["TX", "CO", "FL"]),
                 "trustedform_cert_url": f"https://cert.trustedform.com/{r.getrandbits(64):016x}"}
 
-    def _event(self, when: datetime, kind: str, lead: dict[str, Any], outcome: str) -> dict[str, Any]:
+    def _event(self, when: datetime, kind: str, lead: dict[str, Any], outcome: str,
+               submitted: datetime) -> dict[str, Any]:
         ms = self._rng.randint(40, 900)
         body = {"outcome": outcome, "reason": None if outcome == "success" else "duplicate lead",
                 "type": kind, "host": "app.leadconduit.com",
                 "vars": {"lead": lead, "flow": {"id": "5fd4371e940df5a34a3888b2", "name": "Solar leads"},
                          "source": {"id": "5fd4371e940df5a34a3888b3", "name": "Web form"},
-                         "submission": {"timestamp": iso_millis_z(when)}},
+                         "submission": {"timestamp": iso_millis_z(submitted)}},
                 "start_timestamp": epoch_ms(when), "end_timestamp": epoch_ms(when) + ms, "ms": ms,
                 "wait_ms": ms // 2, "overhead_ms": 12, "lag_ms": 3, "total_ms": ms + 15,
                 "handler_version": "2.41.0", "version": "2.0.0", "cap_reached": False,

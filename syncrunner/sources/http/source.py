@@ -33,7 +33,7 @@ import requests
 
 from syncrunner.core.records import Chunk
 from syncrunner.core.redact import redact
-from syncrunner.core.requests import RequestTemplate, context
+from syncrunner.core.requests import RequestTemplate, context, dates
 from syncrunner.core.window import Window
 from syncrunner.sources.base import SourceMetrics
 from syncrunner.sources.http.auth import Auth
@@ -123,7 +123,7 @@ class HttpSource:
             if state.tie:
                 before = state.after_key
                 call = self.first_call(context(window.since, window.until, tie_value=state.cursor,
-                                               after_key=state.after_key), tie=True)
+                                               after_key=state.after_key, **dates(window)), tie=True)
                 self._count("tie_break_queries")
                 ended = yield from self._query(call, self._accept_tie(state), self._tie_next)
                 if ended == DONE:
@@ -133,7 +133,7 @@ class HttpSource:
                                           f"{state.cursor} returned a full page without passing a key")
                 continue
             since, exclusive = state.since(window.since)
-            call = self.first_call(context(since, window.until, since_exclusive=exclusive))
+            call = self.first_call(context(since, window.until, since_exclusive=exclusive, **dates(window)))
             ended = yield from self._query(call, self._accept(window, state), self._main_next(state))
             if ended == DONE:
                 return
@@ -259,13 +259,13 @@ class HttpSource:
         """The API's own count of the window (spec `total:`), from one request for the first page."""
         if self.total is None:
             return None
-        _, body, _ = self._page(self.first_call(context(window.since, window.until)))
+        _, body, _ = self._page(self.first_call(context(window.since, window.until, **dates(window))))
         self.pages = 0  # the real pass starts its page count (and max_pages) afresh
         value = self.total(body)
         return int(value) if isinstance(value, (int, float, str)) and str(value).isdigit() else None
 
     def describe(self, window: Window) -> dict:
-        call = self.first_call(context(window.since, window.until))
+        call = self.first_call(context(window.since, window.until, **dates(window)))
         return {"request": call.display(self.auth), "json": json.loads(redact(json.dumps(call.json))),
                 "auth": self.auth.label, "records": self.records.expr,
                 "pagination": self.paginator.type, "rate_limit_per_second": self.limiter.per_second,
