@@ -8,7 +8,9 @@ A source (one crm.entity, or one crm with `--by crm`) is healthy when, over the 
 `partial` (finished, some records dead-lettered) counts as a finished run but not as a success,
 unless `--partial-ok`: a source that dead-letters records every night needs someone to look. A run
 left `running` with no heartbeat for `--stale-minutes` died without recording it: it counts as
-failed (`syncrunner sweep` marks such rows for good)."""
+failed (`syncrunner sweep` marks such rows for good). A `queued` run (syncrunner enqueue) is waiting
+and not judged until its task's expiry passes; then it counts as failed. A `skipped` one (gated off
+by its spec's `enabled:`) is not judged."""
 from __future__ import annotations
 
 import datetime as dt
@@ -22,6 +24,7 @@ from syncrunner.core.redact import redact_url
 from syncrunner.ops.clierrors import debug_option, ordinary, resolve_target, target_option, target_problem
 from syncrunner.ops.runs import NoHistory, RunView, age_text, last_ended, load_runs, split_entity
 from syncrunner.ops.table import format_table
+from syncrunner.runtime.history import queued_expired
 
 EXIT_HEALTHY, EXIT_UNHEALTHY = 0, 1
 
@@ -51,6 +54,8 @@ class SourceHealth:
     partial: int = 0
     failed: int = 0
     running: int = 0         # in progress, not judged
+    queued: int = 0          # waiting on the Celery queue (syncrunner enqueue), not judged
+    skipped: int = 0         # gated off by the spec's `enabled:` when its task ran, not judged
     success_rate: float | None = None
     last_success: str | None = None      # ISO time (end of the run)
     last_success_age_hours: float | None = None
@@ -87,12 +92,18 @@ def assess(runs: list[RunView], last_success: dict[tuple[str, str], dt.datetime]
         if run.status == "running" and not _stale(run, now, policy):
             sh.running += 1
             continue
+        if run.status == "queued" and not queued_expired(run.configuration, now):
+            sh.queued += 1
+            continue
+        if run.status == "skipped":
+            sh.skipped += 1
+            continue
         sh.runs += 1
         if run.status == "success":
             sh.success += 1
         elif run.status == "partial":
             sh.partial += 1
-        else:  # failed, or running with a stale heartbeat: the process died
+        else:  # failed, running with a stale heartbeat (the process died), queued past its expiry
             sh.failed += 1
     for key, sh in result.items():
         good = sh.success + (sh.partial if policy.partial_ok else 0)
@@ -101,8 +112,10 @@ def assess(runs: list[RunView], last_success: dict[tuple[str, str], dt.datetime]
             sh.last_success = last_ok[key].isoformat()
             sh.last_success_age_hours = round((now - last_ok[key]).total_seconds() / 3600, 2)
         if sh.runs == 0:
+            waiting = [f"{n} {what}" for n, what in ((sh.running, "in progress"), (sh.queued, "queued"),
+                                                     (sh.skipped, "skipped")) if n]
             sh.problems.append(f"no finished run in the last {policy.hours:g}h"
-                               + (f" ({sh.running} in progress)" if sh.running else ""))
+                               + (f" ({', '.join(waiting)})" if waiting else ""))
         elif sh.success_rate < policy.min_success_rate:
             sh.problems.append(f"success rate {sh.success_rate:.0%} < {policy.min_success_rate:.0%}")
         if sh.last_success_age_hours is None:
@@ -115,13 +128,14 @@ def assess(runs: list[RunView], last_success: dict[tuple[str, str], dt.datetime]
 
 
 def health_lines(sources: list[SourceHealth], now: dt.datetime) -> list[str]:
-    headers = ["source", "health", "runs", "success", "partial", "failed", "rate", "last success", "problem"]
-    rows = [[s.source, "OK" if s.healthy else "UNHEALTHY", s.runs, s.success, s.partial, s.failed,
+    headers = ["source", "health", "runs", "success", "partial", "failed", "queued", "rate", "last success",
+               "problem"]
+    rows = [[s.source, "OK" if s.healthy else "UNHEALTHY", s.runs, s.success, s.partial, s.failed, s.queued,
              "-" if s.success_rate is None else f"{s.success_rate:.0%}",
              "never" if s.last_success_age_hours is None else age_text(s.last_success_age_hours * 3600) + " ago",
              "; ".join(s.problems)] for s in sources]
     bad = sum(not s.healthy for s in sources)
-    lines = format_table(headers, rows, right={2, 3, 4, 5, 6})
+    lines = format_table(headers, rows, right={2, 3, 4, 5, 6, 7})
     lines.append(f"{len(sources)} source(s), {bad} unhealthy (checked {now:%Y-%m-%d %H:%M} UTC)")
     return lines
 

@@ -38,6 +38,14 @@ class RunView:
     records_per_second: float | None
     watermark: str | None
     error: str | None
+    configuration: dict | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc.pop("configuration")
+        for k in ("start_time", "end_time", "heartbeat_at"):
+            doc[k] = doc[k].isoformat() if doc[k] else None
+        return doc
 
     @property
     def source(self) -> str:
@@ -51,11 +59,6 @@ class RunView:
             return self.window_mode
         return f"{self.window_mode} {_short_ts(self.window_since) or '...'}..{_short_ts(self.window_until) or ''}"
 
-    def as_json(self) -> dict[str, Any]:
-        doc = asdict(self)
-        for k in ("start_time", "end_time", "heartbeat_at"):
-            doc[k] = doc[k].isoformat() if doc[k] else None
-        return doc
 
 
 def _short_ts(text: str | None) -> str | None:
@@ -82,7 +85,7 @@ def _view(row: sa.Row) -> RunView:
         processed=row.records_processed or 0, created=row.records_created or 0,
         updated=row.records_updated or 0, failed=row.records_failed or 0,
         duration_seconds=duration, records_per_second=rate, watermark=row.watermark,
-        error=redact(row.error_message) if row.error_message else None)
+        error=redact(row.error_message) if row.error_message else None, configuration=config)
 
 
 @contextmanager

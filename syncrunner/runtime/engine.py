@@ -53,7 +53,8 @@ class SyncRun:
                  observers: list[Observer] | None = None, source: Source | None = None,
                  count_total: bool = False, heartbeat_seconds: float | None = None,
                  max_concurrent: int | None = None, handle_signals: bool = True,
-                 map_workers: int | None = None, map_after: int = START_AFTER_ROWS):
+                 map_workers: int | None = None, map_after: int = START_AFTER_ROWS,
+                 queued_id: int | None = None):
         check_options(opts, spec.source.timezone)
         check_spec_options(spec, opts)
         self.state = RunState(spec, opts, observers or [])
@@ -66,6 +67,7 @@ class SyncRun:
         self.handle_signals = handle_signals
         self.map_workers = map_workers_from_env() if map_workers is None else map_workers
         self.map_after = map_after  # rows mapped here before the mapping workers start
+        self.queued_id = queued_id  # the `queued` SyncHistory row this run replaces (syncrunner enqueue)
         self.loop: ChunkLoop | None = None  # set by a real run
         self.beat: Heartbeat | None = None
 
@@ -201,7 +203,8 @@ class SyncRun:
             raise Interrupted(state.stop.requested)
         with conn.begin():
             state.window = decide(spec, self.opts, conn)
-            state.run_id = history.start_run(conn, spec.crm, spec.entity, self._configuration(state.window))
+            state.run_id = history.start_run(conn, spec.crm, spec.entity, self._configuration(state.window),
+                                             replaces=self.queued_id)
         self.beat = Heartbeat(engine, state.run_id, interval=self.heartbeat_seconds, guard=state.guard)
         self.beat.start()
 

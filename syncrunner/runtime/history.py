@@ -14,8 +14,11 @@ from syncrunner.core.redact import redact
 from syncrunner.core.stats import Stats
 from syncrunner.targets.sqltypes import JSONValue, RedactedJSON, RedactedText, UTCDateTime
 
-STATUSES = ("running", "success", "partial", "failed")
+STATUSES = ("queued", "running", "success", "partial", "failed", "skipped")
 COMPLETED = ("success", "partial")
+# rows that are not runs of data: a run waiting on the Celery queue (`syncrunner enqueue`), and one
+# that never ran (its spec gated off by `enabled:`). Resume and the delta window look past them.
+NOT_RUNS = ("queued", "skipped")
 
 metadata = sa.MetaData()
 
@@ -70,13 +73,74 @@ def tables_exist(conn: sa.Connection) -> bool:
     return sa.inspect(conn).has_table("sync_history")
 
 
-def start_run(conn: sa.Connection, crm: str, entity: str, configuration: dict) -> int:
+def start_run(conn: sa.Connection, crm: str, entity: str, configuration: dict,
+              replaces: int | None = None) -> int:
+    """Insert the run's `running` row. `replaces`: the `queued` row `syncrunner enqueue` wrote for
+    this run; it is deleted in the same transaction (one row per run, ids in start order) and the
+    run's configuration.queued names it. A queued row that is no longer queued (swept) is left."""
     now = utcnow()
+    if replaces is not None:
+        queued = take_queued(conn, replaces)
+        if queued is not None:
+            configuration = dict(configuration, queued=queued)
     result = conn.execute(sync_history.insert().values(
         crm_source=crm, sync_type=entity, status="running", start_time=now, heartbeat_at=now,
         records_processed=0, records_created=0, records_updated=0, records_failed=0,
         configuration=configuration, performance_metrics={}))
     return int(result.inserted_primary_key[0])
+
+
+def add_queued(conn: sa.Connection, crm: str, entity: str, configuration: dict) -> int:
+    """A run waiting on the queue: start_time is when it was queued; heartbeat_at stays empty."""
+    result = conn.execute(sync_history.insert().values(
+        crm_source=crm, sync_type=entity, status="queued", start_time=utcnow(),
+        records_processed=0, records_created=0, records_updated=0, records_failed=0,
+        configuration=configuration, performance_metrics={}))
+    return int(result.inserted_primary_key[0])
+
+
+def take_queued(conn: sa.Connection, run_id: int) -> dict | None:
+    """Delete a `queued` row that a run now replaces; returns what the run records about it
+    (None if the row is no longer queued)."""
+    h = sync_history.c
+    row = conn.execute(sa.select(sync_history).where(h.id == run_id, h.status == "queued")).first()
+    if row is None or conn.execute(sync_history.delete().where(
+            h.id == run_id, h.status == "queued")).rowcount != 1:
+        return None
+    cfg = row.configuration or {}
+    return {"run_id": row.id, "queued_at": row.start_time.isoformat(), "task_id": cfg.get("task_id")}
+
+
+def settle_queued(conn: sa.Connection, run_id: int, status: str, error: str | None) -> bool:
+    """End a `queued` row whose run never started (its spec gated off: `skipped`; the entity
+    already running: `skipped`; refused before its start: `failed`). False if it is not queued."""
+    h = sync_history.c
+    now = utcnow()
+    done = conn.execute(sync_history.update().where(h.id == run_id, h.status == "queued").values(
+        status=status, start_time=now, end_time=now, error_message=error))
+    return done.rowcount == 1
+
+
+def expired_queued(conn: sa.Connection, now: dt.datetime) -> list[sa.Row]:
+    """`queued` rows whose task can no longer start: past its Celery expiry (workers discard an
+    expired message), so the task vanished or was dropped."""
+    h = sync_history.c
+    rows = conn.execute(sa.select(sync_history).where(h.status == "queued").order_by(h.id)).fetchall()
+    return [r for r in rows if queued_expired(r.configuration, now)]
+
+
+def queued_expired(configuration: dict | None, now: dt.datetime) -> bool:
+    expires = (configuration or {}).get("expires_at")
+    return bool(expires) and dt.datetime.fromisoformat(expires) < now
+
+
+def mark_vanished(conn: sa.Connection, row: sa.Row) -> bool:
+    h = sync_history.c
+    expires = (row.configuration or {}).get("expires_at")
+    done = conn.execute(sync_history.update().where(h.id == row.id, h.status == "queued").values(
+        status="failed", end_time=utcnow(),
+        error_message=f"queued task vanished: not started before it expired at {expires}"))
+    return done.rowcount == 1
 
 
 class RunSwept(RuntimeError):
@@ -170,7 +234,8 @@ def run_row(conn: sa.Connection, run_id: int) -> sa.Row | None:
 def latest_run(conn: sa.Connection, crm: str, entity: str) -> sa.Row | None:
     h = sync_history.c
     return conn.execute(sa.select(sync_history).where(
-        h.crm_source == crm, h.sync_type == entity).order_by(h.id.desc()).limit(1)).first()
+        h.crm_source == crm, h.sync_type == entity, h.status.not_in(NOT_RUNS)
+    ).order_by(h.id.desc()).limit(1)).first()
 
 
 def add_dead_letters(conn: sa.Connection, rows: list[dict]) -> int:
@@ -231,3 +296,24 @@ def sweep_stale(engine: sa.Engine, stale_after: dt.timedelta, *, crm: str | None
             if mark_dead(conn, row, why):
                 swept.append(row)
     return swept, skipped
+
+
+def sweep_vanished(engine: sa.Engine) -> list[sa.Row]:
+    """Mark `queued` rows whose task can no longer start (past its expiry) failed; returns them."""
+    with engine.connect() as conn:
+        if not tables_exist(conn):
+            return []
+        candidates = expired_queued(conn, utcnow())
+    swept = []
+    for row in candidates:
+        with engine.begin() as conn:
+            if mark_vanished(conn, row):
+                swept.append(row)
+    return swept
+
+
+def delete_queued(conn: sa.Connection, run_ids: list[int]) -> None:
+    """Take back `queued` rows whose task never reached the broker (nothing is left half-queued)."""
+    h = sync_history.c
+    if run_ids:
+        conn.execute(sync_history.delete().where(h.id.in_(run_ids), h.status == "queued"))
