@@ -38,13 +38,33 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in self.lazy:
             module, attr = self.lazy[name].rsplit(":", 1)
-            return getattr(importlib.import_module(module), attr)
+            try:
+                return getattr(importlib.import_module(module), attr)
+            except ModuleNotFoundError as e:
+                if e.name not in OPTIONAL_EXTRAS:
+                    raise
+                return _needs_extra(name, OPTIONAL_EXTRAS[e.name])
         return super().get_command(ctx, name)
+
+
+# a library an optional extra brings -> the extra (pyproject.toml)
+OPTIONAL_EXTRAS = {"celery": "celery", "kombu": "celery", "redis": "celery"}
+
+
+def _needs_extra(name: str, extra: str) -> click.Command:
+    """A command whose extra is not installed: listed, and says how to get it."""
+    def fail(**_kw) -> None:
+        raise click.UsageError(f"`syncrunner {name}` needs the {extra} extra: pip install 'syncrunner[{extra}]'")
+    return click.Command(name, callback=fail, help=f"(needs pip install 'syncrunner[{extra}]')",
+                         context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+                         params=[click.Argument(["args"], nargs=-1, required=False)])
 
 
 # operator commands (issue 6): each lives in its own module
 OPERATOR_COMMANDS = {"history": "syncrunner.ops.history:history_command", "health": "syncrunner.ops.health:health_command",
-                     "init": "syncrunner.ops.init:init_command", "docs": "syncrunner.spec.docsgen:docs_command"}
+                     "init": "syncrunner.ops.init:init_command", "docs": "syncrunner.spec.docsgen:docs_command",
+                     # needs the celery extra (pip install syncrunner[celery]); see docs/scale-out.md
+                     "enqueue": "syncrunner.celery.enqueue:enqueue_command"}
 
 
 @click.group(cls=LazyGroup, lazy=OPERATOR_COMMANDS,
@@ -251,8 +271,9 @@ def plan(spec_path: str, **kw) -> None:
 @debug_option
 def sweep(stale_after: str, target_url: str | None, debug: bool) -> None:
     """Mark runs whose heartbeat is stale `failed` ("heartbeat lost"); a run whose lock is still
-    held is alive (maybe hung) and is only reported. A swept run's checkpoint stays resumable."""
-    from syncrunner.runtime.history import sweep_stale
+    held is alive (maybe hung) and is only reported. A swept run's checkpoint stays resumable.
+    A `queued` run (syncrunner enqueue) whose task expired before it started is marked failed too."""
+    from syncrunner.runtime.history import sweep_stale, sweep_vanished
     from syncrunner.runtime.target import make_engine, target_exists
     from syncrunner.spec.load import parse_duration
 
@@ -269,6 +290,7 @@ def sweep(stale_after: str, target_url: str | None, debug: bool) -> None:
     try:
         with reported(debug, url):
             swept, skipped = sweep_stale(engine, age)
+            vanished = sweep_vanished(engine)
     finally:
         engine.dispose()
     for r in swept:
@@ -277,7 +299,10 @@ def sweep(stale_after: str, target_url: str | None, debug: bool) -> None:
     for r in skipped:
         click.echo(f"run {r.id} {r.crm_source}.{r.sync_type}: heartbeat stale but its lock is held "
                    f"(process alive, maybe hung): not swept", err=True)
-    click.echo(f"{len(swept)} run(s) swept, {len(skipped)} stale but alive")
+    for r in vanished:
+        click.echo(f"swept queued run {r.id} {r.crm_source}.{r.sync_type} queued {r.start_time.isoformat()}: "
+                   f"failed (its task expired before it started)")
+    click.echo(f"{len(swept) + len(vanished)} run(s) swept, {len(skipped)} stale but alive")
 
 
 @main.command()
