@@ -169,3 +169,16 @@ def test_plan_shows_window_sql_and_ddl(tmp_path, mysql_url, sqlite_url):
     assert ":sr_since" in res.output and "2025-03-01T00:00:00" in res.output
     assert "CREATE TABLE items" in res.output
     assert not target_exists(sqlite_url)
+
+
+def test_enqueue_without_the_celery_extra_says_how_to_get_it():
+    """`pip install .` without [celery]: the command is listed and says which extra it needs."""
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['celery'] = None; from syncrunner.cli import entry; "
+            "sys.argv = ['syncrunner'] + sys.argv[1:]; entry()")
+    listed = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True)
+    assert listed.returncode == 0 and "enqueue" in listed.stdout
+    res = subprocess.run([sys.executable, "-c", code, "enqueue", "specs/"], capture_output=True, text=True)
+    assert res.returncode == 2
+    assert "`syncrunner enqueue` needs the celery extra: pip install 'syncrunner[celery]'" in res.stderr

@@ -61,3 +61,31 @@ def map_workers_from_env() -> int:
     if value in ("off", "false", "no"):
         return 0
     return env_number("SYNCRUNNER_MAP_WORKERS", 0, int, 0)
+
+
+# -- Celery (syncrunner[celery], docs/scale-out.md) ------------------------------------------------
+def broker_url_from_env() -> str:
+    """SYNCRUNNER_BROKER_URL: the Celery broker (Redis), for `enqueue`, workers and beat."""
+    return os.environ.get("SYNCRUNNER_BROKER_URL") or "redis://127.0.0.1:6379/0"
+
+
+def result_backend_from_env() -> str | None:
+    """SYNCRUNNER_RESULT_BACKEND: where Celery keeps the tasks' run summaries (unset: not kept)."""
+    return os.environ.get("SYNCRUNNER_RESULT_BACKEND") or None
+
+
+def queue_from_env() -> str:
+    """SYNCRUNNER_QUEUE: the Celery queue syncs are sent to and workers read."""
+    return os.environ.get("SYNCRUNNER_QUEUE") or "syncrunner"
+
+
+def visibility_timeout_from_env() -> float:
+    """SYNCRUNNER_VISIBILITY_TIMEOUT: seconds before Redis gives a task whose worker vanished
+    (taken, never acknowledged) to another worker. Longer than the longest run: a live run's task
+    handed out again only finds its entity locked (see docs/scale-out.md)."""
+    return env_number("SYNCRUNNER_VISIBILITY_TIMEOUT", 43200.0, float, 1.0)
+
+
+def schedules_file_from_env() -> str | None:
+    """SYNCRUNNER_SCHEDULES: the schedules.yaml Celery beat loads."""
+    return os.environ.get("SYNCRUNNER_SCHEDULES") or None

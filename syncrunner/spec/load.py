@@ -230,11 +230,13 @@ def _build(data: dict, fname: str, text: str) -> Spec:
 
 
 def find_specs(paths: list[str]) -> list[Path]:
-    """Expand files and folders (recursively) into spec files, sorted, each once."""
+    """Expand files and folders (recursively) into spec files, sorted, each once. A folder's
+    schedules files (spec/schedules.py) are not specs."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(x for x in p.rglob("*.y*ml") if x.suffix in (".yaml", ".yml")))
+            out.extend(sorted(x for x in p.rglob("*.y*ml") if x.suffix in (".yaml", ".yml")
+                              and not is_schedules_file(x)))
         else:
             out.append(p)
     seen, unique = set(), []
@@ -243,3 +245,8 @@ def find_specs(paths: list[str]) -> list[Path]:
             seen.add(p.resolve())
             unique.append(p)
     return unique
+
+
+def is_schedules_file(path: Path) -> bool:
+    """schedules.yaml (or x.schedules.yaml): Celery beat's schedule (spec/schedules.py), not a spec."""
+    return path.name in ("schedules.yaml", "schedules.yml") or path.name.endswith((".schedules.yaml", ".schedules.yml"))
