@@ -247,3 +247,30 @@ def test_a_queued_run_whose_task_expired_is_swept_failed(tmp_path, mysql_url, pg
     assert "failed (its task expired before it started)" in res.stdout
     (run,) = history(pg_url)
     assert run.status == "failed" and run.error_message.startswith("queued task vanished: not started before")
+
+
+def test_an_unreachable_target_is_retried_by_celery_and_the_run_then_succeeds(tmp_path, mysql_url, pg_url,
+                                                                              workers):
+    """The one kind of failure Celery retries: the target refuses connections when the task
+    starts (here: ALLOW_CONNECTIONS false); once it is back, the retry runs the spec."""
+    import sqlalchemy as sa
+    make_source(mysql_url, 50)
+    spec = write_spec(tmp_path)
+    env = _env(mysql_url, pg_url)
+    assert cli("enqueue", spec, env=env).returncode == 0
+    name = sa.engine.make_url(pg_url).database
+    admin = sa.create_engine(pg_url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+        c.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name})
+    try:
+        workers.start("w", env, "--pool", "solo")
+        _wait(lambda: "Retry in" in workers.log("w"), 60, "Celery to schedule a retry")
+    finally:
+        with admin.connect() as c:
+            c.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+        admin.dispose()
+    runs = _wait(lambda: (lambda h: h if h[0].status == "success" else None)(history(pg_url)), 120,
+                 "the retried run")
+    assert [r.status for r in runs] == ["success"] and runs[0].records_created == 50
+    assert "target unreachable" in workers.log("w")
