@@ -213,3 +213,14 @@ def test_a_failed_run_resumes_after_its_last_committed_id(fake, pg_url):
     assert "resuming failed run" in res.output
     assert queries(fake)[0]["after_id"] == fake.events[1999].id
     assert landed_events(pg_url) == [e.id for e in fake.events]
+
+
+def test_a_truncated_page_is_retried_and_lands_every_event(fake, pg_url):
+    fake.faults.malformed_requests = {2}  # the second page arrives cut off mid-JSON, once
+    res = cli(fake, "run", "--target", pg_url, "--only", "events")
+    assert res.exit_code == 0, res.output
+    assert fake.counters.malformed == 1
+    assert landed_events(pg_url) == [e.id for e in fake.events]
+    assert queries(fake)[1] == queries(fake)[2]  # the same page asked again
+    run, = history(pg_url)
+    assert run["performance_metrics"]["retries"] == 1

@@ -239,3 +239,73 @@ def test_naive_timestamps_map_to_the_same_utc_instant_on_the_day_offset_fast_pat
         fast += mapper._offsets.get(t.toordinal()) is not None
         t += dt.timedelta(minutes=37)
     assert fast > 13000  # the fast path really ran
+
+
+NESTED_SPEC = """
+crm: t
+entity: nested
+source: {kind: http, base_url: "http://x", request: {path: /events}, records: "@", key: id}
+target: {table: t_nested, key: [id]}
+fields:
+  id:             {from: id, type: string, required: true}
+  email:          {from: vars.lead.email, type: string}
+  primary_email:  {from: "emails[?primary].value | [0]", type: string}
+  first_phone:    {from: "phones[0].number", type: string}
+  last_phone:     {from: "phones[-1].number", type: string}
+  tags:           {from: "join(', ', tags)", type: string}
+  tags_list:      {from: tags, type: string}
+  outcomes:       {from: "vars.appended.*.outcome", type: json}
+  outcomes_text:  {from: "join(',', sort(vars.appended.*.outcome || `[]`))", type: string}
+  valid_email:    {from: "vars.appended.briteverify.email.status", type: string}
+  two_fa:         {from: '"2fa_enabled"', type: boolean}
+  lead_source:    {from: 'vars."lead-source"', type: string}
+  utm_source:     {from: 'vars."utm source"', type: string}
+  phone_or_null:  {from: "vars.lead.phone_1 || null", type: string}
+"""
+
+
+def nested_record(**over):
+    rec = {"id": "e1", "vars": {"lead": {"email": "ana@example.com", "phone_1": ""},
+                                "appended": {"briteverify": {"outcome": "success", "email": {"status": "valid"}},
+                                             "trustedform": {"outcome": "failure"}},
+                                "lead-source": "web", "utm source": "google"},
+           "emails": [{"value": "old@example.com", "primary": False}, {"value": "ana@example.com", "primary": True}],
+           "phones": [{"number": "5125550100"}, {"number": "5125550199"}], "tags": ["solar", "tx"],
+           "2fa_enabled": "yes"}
+    rec.update(over)
+    return rec
+
+
+def test_nested_paths_arrays_filters_joins_and_quoted_keys_map_from_yaml(tmp_path):
+    """The mapping language is jmespath: nested objects, list elements, filters, projections over
+    every key of an object, joins, and keys that start with a digit or hold a dash or a space."""
+    from syncrunner.spec.load import check_spec
+    p = tmp_path / "nested.yaml"
+    p.write_text(NESTED_SPEC)
+    _, problems = check_spec(p, {}, strict_env=False)
+    assert [x for x in problems if x.severity == "error"] == []
+    mapper = Mapper(load_spec(p, {}))
+    row = mapper.map(nested_record())
+    assert row == {"id": "e1", "email": "ana@example.com", "primary_email": "ana@example.com",
+                   "first_phone": "5125550100", "last_phone": "5125550199", "tags": "solar, tx",
+                   "tags_list": '["solar", "tx"]', "outcomes": ["success", "failure"],
+                   "outcomes_text": "failure,success", "valid_email": "valid", "two_fa": True,
+                   "lead_source": "web", "utm_source": "google", "phone_or_null": None}
+    # absent parts give NULL, not an error: no primary email, no phones, no appended data
+    sparse = mapper.map(nested_record(emails=[{"value": "x@example.com", "primary": False}], phones=[],
+                                      vars={"lead": {"phone_1": "5125550100"}}))
+    assert (sparse["primary_email"], sparse["first_phone"], sparse["outcomes"], sparse["valid_email"],
+            sparse["phone_or_null"]) == (None, None, None, None, "5125550100")
+    assert sparse["outcomes_text"] == ""  # a function over nothing needs a default: `|| `[]``
+
+
+@pytest.mark.parametrize("path", ["2fa_enabled", "vars.lead-source"])
+def test_an_unquoted_key_with_a_digit_or_dash_is_a_lint_error_with_the_fix(tmp_path, path):
+    from syncrunner.spec.load import check_spec
+    p = tmp_path / "nested.yaml"
+    p.write_text(NESTED_SPEC.replace("""{from: 'vars."lead-source"', type: string}""",
+                                     f"{{from: '{path}', type: string}}"))
+    _, problems = check_spec(p, {}, strict_env=False)
+    errors = [str(x) for x in problems if x.severity == "error"]
+    assert len(errors) == 1 and "fields.lead_source.from" in errors[0] and ":18:" in errors[0]
+    assert 'quote it in double quotes' in errors[0]

@@ -67,7 +67,7 @@ def _field_problems(fields: dict, add: Add) -> dict[str, str]:
                     try:
                         jmespath.compile(path)
                     except jmespath.exceptions.JMESPathError as e:
-                        add(("fields", name, "from"), f"not a valid jmespath expression: {e}")
+                        add(("fields", name, "from"), f"not a valid jmespath expression: {e}{_quote_hint(path)}")
         if isinstance(f.get("regex"), str):
             try:
                 re.compile(f["regex"])
@@ -76,6 +76,16 @@ def _field_problems(fields: dict, add: Add) -> dict[str, str]:
         if f.get("required") and "default" in f:
             add(("fields", name, "default"), "a required field with a default can never be missing", "warning")
     return direct
+
+
+_UNQUOTED = re.compile(r'(^|\.)([0-9][^."]*|[A-Za-z_][A-Za-z0-9_]*[- ][^."]*)')
+
+
+def _quote_hint(path: str) -> str:
+    """The fix for the usual cause: a key that starts with a digit or holds a dash or space."""
+    m = _UNQUOTED.search(path)
+    return (f"\n(a key that starts with a digit or holds a dash or space must be quoted: quote it in double "
+            f"quotes, '\"{m.group(2)}\"', and the whole path in single quotes in YAML)") if m else ""
 
 
 def _key_problems(source: dict, target: dict, fields: dict, direct: dict[str, str], add: Add) -> None:
