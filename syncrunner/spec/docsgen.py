@@ -26,7 +26,10 @@ Every key of an entity spec (`specs/<crm>/<entity>.yaml`). The JSON Schema
 [`schemas/spec.schema.json`](../schemas/spec.schema.json) is the authority: this page is generated
 from it, and editors that read the spec's first line
 (`# yaml-language-server: $schema=../../schemas/spec.schema.json`) show the same titles,
-descriptions, defaults and examples while you type. `syncrunner lint` checks a spec against it.
+descriptions, defaults and examples while you type. `syncrunner lint` checks a spec against it,
+and warns (`file:line: $schema: warning: ...`, naming the path that would resolve) when that
+comment's relative path does not lead to the schema: editors would then silently stop validating.
+A warning, not an error, since a run never reads the comment. URLs there are not fetched.
 Any string value may use `${VAR}` or `${VAR:-default}` to read the environment.
 """
 
