@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import json
 import re
+import unicodedata
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
@@ -39,6 +41,43 @@ def to_string(v: Any) -> str:
     return str(v)
 
 
+def parse_formatted(v: str, decimal_mark: str = ".") -> decimal.Decimal:
+    """A number as a spreadsheet or report shows it: `$1,234.50`, `-1,234`, `(1,234.50)` (accounting
+    negative), `12%` (0.12, the value the cell holds), `1.234,50 €` with decimal_mark ",". Thousands
+    are grouped by the other mark, a space, a no-break space or an apostrophe, in groups of three.
+    Currency signs (any Unicode currency symbol) may lead or trail. Anything else is not a number."""
+    s = v.strip()
+    negative = s.startswith("(") and s.endswith(")")
+    if negative:
+        s = s[1:-1].strip()
+    percent = s.endswith("%")
+    if percent:
+        s = s[:-1].strip()
+    s = "".join(ch for ch in s if not _is_currency(ch)).strip()
+    if s and s[0] in "+-":
+        negative, s = negative != (s[0] == "-"), "".join(ch for ch in s[1:] if not _is_currency(ch)).strip()
+    m = _grouped(decimal_mark).fullmatch(s)
+    if not m:
+        raise ValueError(f"{v!r} is not a number")
+    whole = re.sub(r"\D", "", m.group(1) or "")
+    frac = m.group(2)
+    d = decimal.Decimal((whole or "0") + (f".{frac}" if frac else ""))
+    d = d.scaleb(-2) if percent else d
+    return -d if negative else d
+
+
+def _is_currency(ch: str) -> bool:
+    return unicodedata.category(ch) == "Sc"
+
+
+@functools.lru_cache(maxsize=4)
+def _grouped(decimal_mark: str) -> re.Pattern:
+    """Digits, optionally grouped by threes, then optionally the decimal mark and digits."""
+    sep = "[" + re.escape(("," if decimal_mark == "." else ".") + " \u00a0\u202f'") + "]"
+    dm = re.escape(decimal_mark)
+    return re.compile(rf"(\d{{1,3}}(?:{sep}\d{{3}})+|\d+)?(?:{dm}(\d*))?(?<=\d)")
+
+
 def to_integer(v: Any) -> int:
     if isinstance(v, bool):
         return int(v)
@@ -60,7 +99,7 @@ def to_integer(v: Any) -> int:
     return int(d)
 
 
-def make_decimal(precision: int, scale: int) -> Callable[[Any], decimal.Decimal]:
+def make_decimal(precision: int, scale: int, number_format: str | None = None) -> Callable[[Any], decimal.Decimal]:
     quantum = decimal.Decimal(1).scaleb(-scale)
     limit = decimal.Decimal(10) ** (precision - scale)
 
@@ -68,7 +107,12 @@ def make_decimal(precision: int, scale: int) -> Callable[[Any], decimal.Decimal]
         if isinstance(v, bool):
             raise ValueError(f"{v!r} is not a number")
         try:
-            d = v if isinstance(v, decimal.Decimal) else decimal.Decimal(str(v).strip().replace(",", ""))
+            if isinstance(v, decimal.Decimal):
+                d = v
+            elif number_format is not None and isinstance(v, str):
+                d = parse_formatted(v, number_format)
+            else:
+                d = decimal.Decimal(str(v).strip().replace(",", ""))
         except decimal.InvalidOperation:
             raise ValueError(f"{v!r} is not a number") from None
         if not d.is_finite():
@@ -169,7 +213,24 @@ class DayOffsets(dict):
         self[day] = offsets.pop() if len(offsets) == 1 else None
 
 
-def make_datetime(tz_name: str, offsets: DayOffsets | None = None) -> Callable[[Any], dt.datetime]:
+def text_date(date_format: str) -> Callable[[Any], dt.date]:
+    """to_date that reads text in the given strptime format (`%m/%d/%Y`: `1/15/2025`)."""
+    def convert(v: Any) -> dt.date:
+        if isinstance(v, str):
+            return _strptime(v, date_format).date()
+        return to_date(v)
+    return convert
+
+
+def _strptime(v: str, date_format: str) -> dt.datetime:
+    try:
+        return dt.datetime.strptime(v.strip(), date_format)
+    except ValueError:
+        raise ValueError(f"{v!r} does not match the date format {date_format!r}") from None
+
+
+def make_datetime(tz_name: str, offsets: DayOffsets | None = None,
+                  date_format: str | None = None) -> Callable[[Any], dt.datetime]:
     """Naive values are in the source zone; every result is an aware UTC datetime. With `offsets`,
     each naive value's day is recorded there for the compiled mapping's fast path."""
     tz = ZoneInfo(tz_name)
@@ -181,6 +242,8 @@ def make_datetime(tz_name: str, offsets: DayOffsets | None = None) -> Callable[[
             d = dt.datetime.combine(v, dt.time())
         elif isinstance(v, (int, float, decimal.Decimal)) and not isinstance(v, bool):
             return _epoch(float(v))
+        elif date_format is not None and isinstance(v, str):
+            d = _strptime(v, date_format)
         else:
             s = str(v).strip()
             if _zero_date(s):
@@ -217,15 +280,26 @@ def to_json(v: Any) -> Any:
     raise ValueError(f"{type(v).__name__} is not JSON")
 
 
+def formatted_integer(decimal_mark: str) -> Callable[[Any], int]:
+    """to_integer that also reads formatted text (`1,234`, `$12`; see parse_formatted)."""
+    def convert(v: Any) -> int:
+        return to_integer(parse_formatted(v, decimal_mark) if isinstance(v, str) else v)
+    return convert
+
+
 def coercer(type_name: str, *, tz: str = "UTC", precision: int = 18, scale: int = 4,
-            offsets: DayOffsets | None = None) -> Callable[[Any], Any]:
+            offsets: DayOffsets | None = None, number_format: str | None = None,
+            date_format: str | None = None) -> Callable[[Any], Any]:
+    """`number_format` (a decimal mark, "." or ","): integer and decimal fields read numbers as
+    formatted text too (field option `number_format`). `date_format` (strptime): date and datetime
+    fields read text in that format (field option `date_format`)."""
     return {
         "string": lambda: to_string,
-        "integer": lambda: to_integer,
-        "decimal": lambda: make_decimal(precision, scale),
+        "integer": lambda: to_integer if number_format is None else formatted_integer(number_format),
+        "decimal": lambda: make_decimal(precision, scale, number_format),
         "boolean": lambda: to_boolean,
-        "date": lambda: to_date,
-        "datetime": lambda: make_datetime(tz, offsets),
+        "date": lambda: to_date if date_format is None else text_date(date_format),
+        "datetime": lambda: make_datetime(tz, offsets, date_format),
         "time": lambda: to_time,
         "json": lambda: to_json,
     }[type_name]()

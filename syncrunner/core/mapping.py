@@ -137,7 +137,8 @@ class Mapper:
                                           f.max_length, lambda v, m=f.max_length: f"longer than {m} characters"))
         return CompiledField(
             name=f.name, get=get,
-            convert=coerce.coercer(f.type, tz=tz, precision=f.precision, scale=f.scale, offsets=self._offsets),
+            convert=coerce.coercer(f.type, tz=tz, precision=f.precision, scale=f.scale, offsets=self._offsets,
+                                   number_format=f.number_format, date_format=f.date_format),
             is_string=f.type == "string", required=f.required, default=f.default,
             checks=checks, on_invalid=f.on_invalid)
 

@@ -27,7 +27,8 @@ class CursorReader:
             return cls(None, None)
         f = spec.fields[spec.cursor_field]
         return cls(make_getter(spec.source.cursor),
-                   coercer(f.type, tz=spec.source.timezone, precision=f.precision, scale=f.scale))
+                   coercer(f.type, tz=spec.source.timezone, precision=f.precision, scale=f.scale,
+                           number_format=f.number_format, date_format=f.date_format))
 
     @property
     def enabled(self) -> bool:

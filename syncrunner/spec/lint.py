@@ -73,6 +73,14 @@ def _field_problems(fields: dict, add: Add) -> dict[str, str]:
                 re.compile(f["regex"])
             except re.error as e:
                 add(("fields", name, "regex"), f"regex does not compile: {e}")
+        if "number_format" in f and f.get("type") not in ("integer", "decimal"):
+            add(("fields", name, "number_format"), f"number_format applies to integer and decimal fields, "
+                                                   f"not {f.get('type')}")
+        if "date_format" in f and f.get("type") not in ("date", "datetime"):
+            add(("fields", name, "date_format"), f"date_format applies to date and datetime fields, "
+                                                 f"not {f.get('type')}")
+        elif isinstance(f.get("date_format"), str) and "%" not in f["date_format"]:
+            add(("fields", name, "date_format"), "a strptime format has directives such as %Y, %m, %d")
         if f.get("required") and "default" in f:
             add(("fields", name, "default"), "a required field with a default can never be missing", "warning")
     return direct

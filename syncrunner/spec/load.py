@@ -190,6 +190,15 @@ def _did_you_mean(word: str, options: set[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def _decimal_mark(number_format: Any) -> str | None:
+    """`number_format: formatted` reads `1,234.50`; `{decimal_mark: ","}` reads `1.234,50`."""
+    if number_format is None:
+        return None
+    if isinstance(number_format, dict):
+        return str(number_format.get("decimal_mark", "."))
+    return "."
+
+
 def _as_list(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
@@ -206,7 +215,8 @@ def _build(data: dict, fname: str, text: str) -> Spec:
             choices=tuple(f["choices"]) if "choices" in f else None, regex=f.get("regex"),
             min=f.get("min"), max=f.get("max"), max_length=f.get("max_length"),
             precision=f.get("precision", 18), scale=f.get("scale", 4),
-            on_invalid=f.get("on_invalid", "reject"))
+            on_invalid=f.get("on_invalid", "reject"), number_format=_decimal_mark(f.get("number_format")),
+            date_format=f.get("date_format"))
     deletes = data.get("deletes", "none")
     dspec = DeleteSpec() if deletes == "none" else DeleteSpec(
         mode=deletes["mode"], action=deletes.get("action", "soft"),

@@ -53,6 +53,8 @@ class FieldSpec:
     precision: int = 18
     scale: int = 4
     on_invalid: str = "reject"
+    number_format: str | None = None  # decimal mark of numbers read as formatted text; None: plain
+    date_format: str | None = None    # strptime format of dates read as text; None: ISO 8601
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@
     {type: header, name: Authorization, value: 'Token token="${CALLRAIL_API_KEY}"'}
     {type: basic, username: ${X_USER}, password: ${X_PASSWORD}}
     {type: query, param: api_key, value: ${X_API_KEY}}
+    {type: google_service_account, key_file: ${GOOGLE_APPLICATION_CREDENTIALS}, scopes: [...]}
 
 Every credential value is registered with the redactor, whatever its variable is called (basic
 auth's `user:password` too, for its base64), and so is the header or parameter name that carries
@@ -14,6 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import requests
 import yaml
@@ -30,6 +32,7 @@ class Auth:
     params: dict[str, str] = field(default_factory=dict)
     basic: tuple[str, str] | None = None
     label: str = "no credentials"
+    token: Callable[[], str] | None = None  # a token fetched and renewed at run time (googleauth.py)
 
     @classmethod
     def from_options(cls, options: dict | None, spec_path: str | None = None) -> "Auth":
@@ -55,12 +58,22 @@ class Auth:
             register_secret(value)
             register_auth_name(param)
             return cls(kind, params={param: value}, label=f"API key in query parameter '{param}'{where}")
+        if kind == "google_service_account":
+            from syncrunner.sources.http.googleauth import ServiceAccountToken
+            label = f"service-account key file{where}"
+            return cls(kind, label=label, token=ServiceAccountToken(
+                str(options["key_file"]), list(options.get("scopes") or []), label))
         return cls()
 
     def apply(self, session: requests.Session) -> None:
         session.headers.update(self.headers)
         if self.basic:
             session.auth = self.basic
+
+    def refresh(self, session: requests.Session) -> None:
+        """Before each request: a token fetched at run time goes in, renewed when it has expired."""
+        if self.token is not None:
+            session.headers["Authorization"] = f"Bearer {self.token()}"
 
 
 def _env_names(spec_path: str | None) -> list[str]:

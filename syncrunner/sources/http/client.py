@@ -18,6 +18,7 @@ import requests
 from syncrunner.core.redact import redact
 from syncrunner.sources.base import SourceMetrics
 from syncrunner.sources.http.auth import Auth
+from syncrunner.sources.http.googleauth import GoogleAuthError
 
 log = logging.getLogger("syncrunner.http")
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
@@ -144,6 +145,10 @@ class HttpClient:
         last_problem = ""
         for attempt in range(1, self.retry.max_attempts + 1):
             self.limiter.acquire()
+            try:
+                self.auth.refresh(self.session)
+            except GoogleAuthError as e:  # the key file or the token endpoint: not retried
+                raise HttpSourceError(f"{self.name}: {e}") from None
             self.metrics.api_calls += 1
             outcome = self._attempt(call, params, where, decode)
             if isinstance(outcome, _Done):

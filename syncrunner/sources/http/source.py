@@ -41,6 +41,7 @@ from syncrunner.sources.http.client import Call, HttpClient, HttpSourceError, Ra
 from syncrunner.sources.http.cursor import CursorState, key_order
 from syncrunner.sources.http.paging import paginator
 from syncrunner.sources.http.records import RecordsAt, RecordsError
+from syncrunner.sources.http.rows import RowsError, RowTable
 from syncrunner.sources.streaming import CursorReader, chunked, in_window, key_getter
 from syncrunner.spec.model import Spec
 
@@ -63,6 +64,7 @@ class HttpSource:
         self.request = RequestTemplate({"method": "GET", **o["request"]}, spec.name)
         self.tie = RequestTemplate(o["tie_break"], spec.name, "tie_break") if o.get("tie_break") else None
         self.records = RecordsAt.from_options(o)
+        self.rows = RowTable.from_options(o.get("rows"))
         self.paginator = paginator(o.get("pagination"), self.base_url, self.request.body is not None)
         self.cap = o.get("max_results_per_query")
         self.total = jmespath.compile(str(o["total"])).search if o.get("total") else None
@@ -96,9 +98,15 @@ class HttpSource:
         self.metrics.extra["rate_limit_wait_seconds"] = round(self.limiter.waited, 2)
         where = f"page {call.page} of {call.display(self.auth)}"
         try:
-            records = self.records.read(body)
+            if self.rows is not None:  # arrays of cells under a header row (rows.py)
+                records = self.rows.records(self.records.search(body), self.spec, where)
+                self.metrics.extra.update(self.rows.counts)
+            else:
+                records = self.records.read(body)
         except RecordsError as e:
             raise HttpSourceError(f"{self.spec.name}: {where}: {e}") from None
+        except RowsError as e:
+            raise HttpSourceError(str(e)) from None
         return resp, body, records
 
     # -- streaming -------------------------------------------------------------------------------
@@ -268,7 +276,8 @@ class HttpSource:
         call = self.first_call(context(window.since, window.until, **dates(window)))
         return {"request": call.display(self.auth), "json": json.loads(redact(json.dumps(call.json))),
                 "auth": self.auth.label, "records": self.records.expr,
-                "pagination": self.paginator.type, "rate_limit_per_second": self.limiter.per_second,
+                "pagination": self.paginator.type, "rows": self.spec.source.options.get("rows"),
+                "rate_limit_per_second": self.limiter.per_second,
                 "max_results_per_query": self.cap, "tie_break": self.tie is not None}
 
     def close(self) -> None:
