@@ -146,6 +146,9 @@ def _source_problems(source: dict, fields: dict, direct: dict[str, str], add: Ad
     if source.get("kind") == "http":
         for path, msg in http_path_problems(source):
             add(("source",) + path, msg)
+        if source.get("rows") and source.get("records_by_key"):
+            add(("source", "rows"), "rows (arrays of cells) and records_by_key (an object keyed by id) "
+                                    "describe two different layouts: use one")
         cursor = source.get("cursor")
         cfield = fields.get(direct.get(cursor)) if isinstance(cursor, str) else None
         ctype = cfield.get("type") if isinstance(cfield, dict) else None
