@@ -274,3 +274,38 @@ def test_an_unreachable_target_is_retried_by_celery_and_the_run_then_succeeds(tm
                  "the retried run")
     assert [r.status for r in runs] == ["success"] and runs[0].records_created == 50
     assert "target unreachable" in workers.log("w")
+
+
+def test_a_folder_is_one_task_run_in_after_order_and_a_busy_entity_is_recorded_skipped(tmp_path, mysql_url,
+                                                                                       pg_url, workers):
+    """A folder is one task: its specs run in `after:` order, each replacing its own queued row. An
+    entity whose lock is held elsewhere (a run on another machine) is recorded `skipped`, not run."""
+    from syncrunner.dburl import create_engine
+    from syncrunner.runtime.locks import RunGuard
+    make_source(mysql_url, 30)
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    write_spec(folder, name="a.yaml", entity="first", extra="after: [second]\n")
+    write_spec(folder, name="b.yaml", entity="second")
+    write_spec(folder, name="c.yaml", entity="busy")
+    env = _env(mysql_url, pg_url)
+    queued = cli("enqueue", folder, env=env)
+    assert queued.returncode == 0 and "3 run(s) queued" in queued.stdout, queued.stdout + queued.stderr
+    assert len({line.split("(task ")[1] for line in queued.stdout.splitlines() if "(task " in line}) == 1
+
+    engine = create_engine(pg_url)
+    guard = RunGuard(engine, "testcrm", "busy", max_concurrent=0)
+    guard.acquire(0)
+    try:
+        workers.start("w", env, "--pool", "solo")
+        runs = _wait(lambda: (lambda h: h if all(r.status not in ("queued", "running") for r in h) else None)(
+            history(pg_url)), 120, "the folder's runs")
+    finally:
+        guard.release()
+        engine.dispose()
+    by_entity = {r.sync_type: r for r in runs}
+    assert len(runs) == 3
+    assert (by_entity["second"].status, by_entity["first"].status) == ("success", "success")
+    assert by_entity["second"].end_time <= by_entity["first"].start_time  # after: second first
+    busy = by_entity["busy"]
+    assert busy.status == "skipped" and busy.error_message.startswith("not started: already running")
