@@ -169,8 +169,13 @@ def test_salesrabbit_if_modified_since_header_returns_only_changed(rabbit, sr):
     histories = sr_walk(sr, rabbit, "/leadStatusHistories", headers=since)[0]
     assert sorted(histories) == [str(i) for i in changed]  # an object keyed by lead id
     assert histories["13500"][-1]["name"] == "Dead" and histories["13500"][-1]["abbreviation"] == "DE"
-    same_second = {"If-Modified-Since": "2025-06-01T12:00:00+00:00"}
-    assert sr.get(f"{rabbit.base_url}/leads", headers=same_second).json()["data"] == []  # strictly after
+    same_second = {"If-Modified-Since": "Sun, 01 Jun 2025 12:00:00 GMT"}  # an HTTP-date works too
+    assert len(sr.get(f"{rabbit.base_url}/leads", headers=same_second).json()["data"]) == 3  # inclusive
+    later = {"If-Modified-Since": "2025-06-01T12:00:01+00:00"}
+    assert sr.get(f"{rabbit.base_url}/leads", headers=later).json()["data"] == []
+    assert sr.get(f"{rabbit.base_url}/leadStatusHistories", headers=later).json()["data"] == []  # PHP: []
+    status_since = {"If-Status-Modified-Since": "2025-06-01T12:00:00+00:00"}
+    assert sorted(r["id"] for r in sr.get(f"{rabbit.base_url}/leads", headers=status_since).json()["data"]) == changed
     bad = sr.get(f"{rabbit.base_url}/leads", headers={"If-Modified-Since": "yesterday"})
     assert bad.status_code == 400
 

@@ -17,14 +17,22 @@ is not in the stored corpora; the facts below are those every public client agre
   * Lead status histories: ``data`` is an OBJECT keyed by lead id, each value a list of
     ``{id, name, abbreviation, active, changedByUserId, statusUpdated, leadCreated, leadModified}``:
     samples/LeadStatusHistories.json above.
+  * ``If-Status-Modified-Since`` (leads by ``statusModified``) on ``/leads`` and
+    ``/leadStatusHistories``, ``perPage=2000`` on both, ``If-Modified-Since`` sent as an RFC 7231
+    HTTP-date (JavaScript ``toUTCString()``) as well as ISO 8601, ``GET /leadStatuses``: public
+    dashboard code reading the API (a Vercel app's api/doors.js and api/range.js, found by
+    find_string 'If-Status-Modified-Since'; their repository is not named by the index). The same
+    code says "SalesRabbit caps /leads at 2000 rows" and pages by moving the header to the newest
+    ``statusModified`` read with the comment "include boundary; dedup handles repeats": the header
+    is inclusive (records AT the instant are returned again).
 
 Where the docs are silent (choices made here):
-  * ``If-Modified-Since`` selects ``dateModified`` STRICTLY after the value (HTTP semantics). With
-    one-second timestamps, a lead modified later in the same second as the previous run's maximum
-    is missed unless the next window overlaps (trap). An unparsable value answers 400; an RFC 7231
-    HTTP-date is accepted too. On users it is ignored (every user is returned).
-  * ``perPage`` default 100, maximum 2000; a larger value answers 400
+  * ``If-Modified-Since`` selects ``dateModified`` >= the value (inclusive, per the client comment
+    above; whole seconds). An unparsable value answers 400. On users it is ignored (every user is
+    returned). ``If-Status-Modified-Since`` selects ``statusModified`` >= the value.
+  * ``perPage`` default 100, maximum 2000 (the 2000 cap quoted above); a larger value answers 400
     ``{"message": "perPage must be between 1 and 2000"}``.
+  * An empty page of ``/leadStatusHistories`` has ``"data": []`` (a PHP empty array), not ``{}``.
   * Default order ``id`` descending (newest first); ``sortBy`` dateCreated|dateModified|id and
     ``order`` asc|desc. No total count: ``meta.morePages`` is the only stop signal, so page count is
     not known up front. Offset pages are cut from live data: a lead created or modified during a
@@ -146,8 +154,8 @@ class FakeSalesRabbit(ScriptedFake):
         more = page * per_page < len(selected)
         return Response(200, {"data": render(chunk), "meta": {"morePages": more}}, page=page)
 
-    def _since(self, req: Request) -> datetime | None:
-        raw = req.headers.get("if-modified-since")
+    def _since(self, req: Request, header: str) -> datetime | None:
+        raw = req.headers.get(header)
         return parse_http_or_iso(raw) if raw else None
 
     def _sorted_leads(self, req: Request) -> list[dict[str, Any]]:
@@ -157,8 +165,9 @@ class FakeSalesRabbit(ScriptedFake):
             raise BadRequest("sortBy must be id, dateCreated or dateModified; order asc or desc")
         rows = sorted(self.leads.values(), key=lambda r: r["id"])
         rows.sort(key=lambda r: r[keys[sort_by]], reverse=order == "desc")
-        since = self._since(req)
-        return [r for r in rows if since is None or r["_modified"] > since]
+        since, status_since = self._since(req, "if-modified-since"), self._since(req, "if-status-modified-since")
+        return [r for r in rows if (since is None or r["_modified"] >= since)
+                and (status_since is None or r["_status_modified"] >= status_since)]
 
     def _users(self, req: Request) -> Response:
         return self._paged(req, "users", lambda: sorted(self.users.values(), key=lambda u: u["id"]),
@@ -177,7 +186,7 @@ class FakeSalesRabbit(ScriptedFake):
 
         def render(chunk: list[dict[str, Any]]) -> dict[str, Any]:
             return {str(lead["id"]): [self._history_entry(h, lead) for h in self.history[lead["id"]]]
-                    for lead in chunk}
+                    for lead in chunk} or []
 
         return self._paged(req, "leadStatusHistories", rows, render)
 
