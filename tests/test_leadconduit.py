@@ -224,3 +224,16 @@ def test_a_truncated_page_is_retried_and_lands_every_event(fake, pg_url):
     assert queries(fake)[1] == queries(fake)[2]  # the same page asked again
     run, = history(pg_url)
     assert run["performance_metrics"]["retries"] == 1
+
+
+def test_lint_warns_that_start_date_stays_null_with_a_time_cursor(tmp_path):
+    from syncrunner.spec.load import check_spec
+    data = yaml.safe_load((SPECS / "events.yaml").read_text())
+    data["source"]["cursor"] = "vars.submission.timestamp"
+    spec = tmp_path / "events.yaml"
+    spec.write_text(yaml.safe_dump(data, sort_keys=False))
+    _, problems = check_spec(spec, {"LEADCONDUIT_API_KEY": "x"}, strict_env=False)
+    warning, = [str(p) for p in problems if "stay null" in p.message]
+    assert "source.request: warning: end_date and start_date stay null with a datetime cursor" in warning
+    _, problems = check_spec(SPECS / "events.yaml", {"LEADCONDUIT_API_KEY": "x"}, strict_env=False)
+    assert problems == []

@@ -154,6 +154,11 @@ def _source_problems(source: dict, fields: dict, direct: dict[str, str], add: Ad
         ctype = cfield.get("type") if isinstance(cfield, dict) else None
         for path, msg in http_template_problems(source, ctype if isinstance(ctype, str) else None):
             add(("source",) + path, msg)
+        used = request_variables(source.get("request"))
+        dates = sorted({"start_date", "end_date"} & used) if isinstance(used, set) else []
+        if dates and ctype in ("datetime", "date"):
+            add(("source", "request"), f"{' and '.join(dates)} stay null with a {ctype} cursor (--start-date and "
+                                       f"--end-date are since and until then); use since/until", "warning")
 
 
 HTTP_PATHS = (("records",), ("total",), ("pagination", "next"), ("pagination", "total"),
