@@ -195,3 +195,13 @@ def test_truncated_json_pages_are_retried_and_every_lead_lands(rabbit, pg_url):
     assert rabbit.counters.malformed == 3
     assert rows(pg_url, "SELECT COUNT(*), COUNT(DISTINCT id) FROM salesrabbit_leads") == [(5_000, 5_000)]
     assert result.stats.fetched == 5_000
+
+
+def test_plan_shows_the_window_in_the_header(rabbit):
+    res = CliRunner().invoke(main, ["plan", str(SPECS / "leads.yaml"), "--start-date", "2025-07-04"],
+                             env=env(rabbit))
+    assert res.exit_code == 0, res.output
+    assert '"If-Modified-Since": "Fri, 04 Jul 2025 00:00:00 GMT"' in res.output
+    full = CliRunner().invoke(main, ["plan", str(SPECS / "leads.yaml"), "--full"], env=env(rabbit))
+    assert '"headers": {}' in full.output  # a full run sends no header
+    assert TOKEN not in res.output + full.output

@@ -274,7 +274,8 @@ class HttpSource:
 
     def describe(self, window: Window) -> dict:
         call = self.first_call(context(window.since, window.until, **dates(window)))
-        return {"request": call.display(self.auth), "json": json.loads(redact(json.dumps(call.json))),
+        return {"request": call.display(self.auth), "headers": json.loads(redact(json.dumps(call.headers))),
+                "json": json.loads(redact(json.dumps(call.json))),
                 "auth": self.auth.label, "records": self.records.expr,
                 "pagination": self.paginator.type, "rows": self.spec.source.options.get("rows"),
                 "rate_limit_per_second": self.limiter.per_second,
