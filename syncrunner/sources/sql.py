@@ -63,6 +63,13 @@ def iso_datetime(fallback: Callable[[Any], Any]) -> Callable[[Any], Any]:
 _fromisoformat = dt.datetime.fromisoformat
 
 
+def format_cursor(value: dt.datetime, fmt: str) -> str:
+    """A window bound as the text a text cursor column holds (`source.cursor_format`), so the
+    database compares text with text in the column's own layout. strftime, plus `%3f` for
+    milliseconds (`2024-05-01T13:45:12.123Z`), which strftime lacks."""
+    return value.strftime(fmt.replace("%3f", f"{value.microsecond // 1000:03d}"))
+
+
 class SqlSource:
     def __init__(self, spec: Spec, engine: sa.Engine | None = None):
         self.spec = spec
@@ -72,6 +79,7 @@ class SqlSource:
             self.url, lambda u: create_engine(u, pool_pre_ping=True, **driver_options(u)))
         self.q = self.engine.dialect.identifier_preparer.quote
         self.tz = ZoneInfo(self.src.timezone)
+        self.cursor_format = self.src.options.get("cursor_format")
         self.metrics = SourceMetrics()
 
     # -- SQL building ----------------------------------------------------------------------------
@@ -87,8 +95,10 @@ class SqlSource:
         hour = dt.timedelta(hours=1)
         local = lambda t: t.astimezone(self.tz).replace(tzinfo=None)  # noqa: E731
         if lower:
-            return min(local(value), local(value + hour) - hour)
-        return max(local(value), local(value - hour) + hour)
+            bound = min(local(value), local(value + hour) - hour)
+        else:
+            bound = max(local(value), local(value - hour) + hour)
+        return bound if self.cursor_format is None else format_cursor(bound, self.cursor_format)
 
     def _keyset(self, cols: list[str], values: list[Any], params: dict) -> str:
         """(c1, c2, ...) > (v1, v2, ...) written out so every database can use its index:

@@ -139,6 +139,13 @@ def _source_problems(source: dict, fields: dict, direct: dict[str, str], add: Ad
     if source.get("kind") == "sql" and isinstance(source.get("query"), str):
         for msg in sql_template_problems(source["query"]):
             add(("source", "query"), msg)
+    fmt = source.get("cursor_format")
+    if source.get("kind") == "sql" and isinstance(fmt, str):
+        if not source.get("cursor"):
+            add(("source", "cursor_format"), "cursor_format describes the cursor column's text: it needs source.cursor")
+        elif not SORTABLE_CURSOR.fullmatch(fmt):
+            add(("source", "cursor_format"), f"{fmt!r} does not sort as text in time order: start with %Y and use "
+                                             "only the zero-padded %m %d %H %M %S %f %3f between fixed characters")
     if source.get("kind") == "sql" and isinstance(source.get("url"), str) and source["url"]:
         if "://" not in source["url"]:
             add(("source", "url"), "not a database URL (expected e.g. mysql+pymysql://user@host/db)")
@@ -160,6 +167,9 @@ def _source_problems(source: dict, fields: dict, direct: dict[str, str], add: Ad
             add(("source", "request"), f"{' and '.join(dates)} stay null with a {ctype} cursor (--start-date and "
                                        f"--end-date are since and until then); use since/until", "warning")
 
+
+# a text timestamp layout that sorts in time order: %Y first, then zero-padded parts in order
+SORTABLE_CURSOR = re.compile(r"%Y[^%]*%m[^%]*%d(?:[^%]*%H(?:[^%]*%M(?:[^%]*%S(?:[^%]*(?:%f|%3f))?)?)?)?[^%]*")
 
 HTTP_PATHS = (("records",), ("total",), ("pagination", "next"), ("pagination", "total"),
               ("pagination", "total_pages"), ("pagination", "more"), ("pagination", "next_start"))
