@@ -590,6 +590,16 @@ fields:
 """
 
 
+def offset_list_spec(folder: Path, base: str, key_var: str = "API_KEY", more: str = "") -> Path:
+    """ListAPI's offset listing as `folder`/s.yaml, the API key from ${key_var}; `more`: more
+    pagination keys."""
+    (folder / "s.yaml").write_text(LIST_SPEC.format(
+        base=base, auth=f"{{type: query, param: api_key, value: '${{{key_var}}}'}}",
+        request="{path: /offset, params: {limit: 25}}", records="data.items",
+        pagination=f"{{type: offset, param: offset, total: total{more}}}"))
+    return folder / "s.yaml"
+
+
 @pytest.mark.parametrize("style", ["offset", "link_header"])
 def test_offset_and_link_header_pagination_with_query_and_basic_auth(tmp_path, sqlite_url, style):
     with ListAPI() as api:

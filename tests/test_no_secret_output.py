@@ -136,13 +136,10 @@ def test_no_secret_in_any_output(tmp_path, secret_env):
 
 def test_debug_request_urls_are_shown_with_the_token_redacted(tmp_path, sqlite_url):
     """--debug logs every HTTP request line; a token sent as a query parameter shows as ***."""
-    from tests.test_http_source import LIST_SPEC, ListAPI
+    from tests.test_http_source import ListAPI, offset_list_spec
 
     with ListAPI() as api:
-        (tmp_path / "s.yaml").write_text(LIST_SPEC.format(
-            base=api.base_url, auth="{type: query, param: api_key, value: '${LIST_API_KEY}'}",
-            request="{path: /offset, params: {limit: 25}}", records="data.items",
-            pagination="{type: offset, param: offset, total: total}"))
+        offset_list_spec(tmp_path, api.base_url, "LIST_API_KEY")
         env = {**os.environ, "LIST_API_KEY": "qkey-123456", "PYTHONPATH": os.getcwd()}
         for extra in ([], ["--json"], ["--log-format", "json"]):
             res = _cli(["run", "s.yaml", "--debug", "--target", sqlite_url, *extra], env, tmp_path)

@@ -166,6 +166,19 @@ def _source_problems(source: dict, fields: dict, direct: dict[str, str], add: Ad
         if dates and ctype in ("datetime", "date"):
             add(("source", "request"), f"{' and '.join(dates)} stay null with a {ctype} cursor (--start-date and "
                                        f"--end-date are since and until then); use since/until", "warning")
+        _page_concurrency_problems(source, add)
+
+
+def _page_concurrency_problems(source: dict, add: Add) -> None:
+    """A sorted source's pages are fresh queries from the last value read (from_cursor): none can be
+    fetched ahead. (The paging styles that cannot say their next call early refuse the key in the
+    schema.)"""
+    paging = source.get("pagination")
+    if isinstance(paging, dict) and isinstance(paging.get("concurrency"), int) and paging["concurrency"] > 1 \
+            and source.get("sorted_by_cursor") is True and source.get("next_page") != "pagination":
+        add(("source", "pagination", "concurrency"), "a sorted source starts every next page as a fresh query "
+            "from the last cursor value read (next_page: from_cursor), so no page can be fetched ahead: set "
+            "next_page: pagination (follow the API's pages) or drop concurrency")
 
 
 # a text timestamp layout that sorts in time order: %Y first, then zero-padded parts in order

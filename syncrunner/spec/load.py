@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+from dataclasses import replace
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -142,6 +143,8 @@ def _explain(err: jsonschema.ValidationError, loc: Located, fname: str) -> list[
         if pool and best.validator == "required":
             return [Problem(fname, loc.line_of(path), _key_str(path),
                             f"{_missing(best)} is missing (type: {err.instance['type']} needs it)")]
+        if pool and best.validator == "additionalProperties":
+            return [_other_types(p, err) for p in _explain(best, loc, fname)]
         return _explain(best, loc, fname)
     if err.instance is None and err.validator in ("type", "enum") and isinstance(err.schema, dict) \
             and "null" in (err.schema.get("enum") or ()):
@@ -161,6 +164,18 @@ def _explain(err: jsonschema.ValidationError, loc: Located, fname: str) -> list[
 def _missing(err: jsonschema.ValidationError) -> str:
     """The key a `required` error names ("'next' is a required property" -> 'next')."""
     return err.message.split(" is a required property")[0]
+
+
+def _other_types(problem: Problem, err: jsonschema.ValidationError) -> Problem:
+    """An unknown key of one `type:` that other types take says so ("concurrency" of a cursor
+    pagination: only page and offset take it)."""
+    name = problem.key.rsplit(".", 1)[-1]
+    takers = [str(sub["properties"].get("type", {}).get("const")) for sub in err.validator_value
+              if isinstance(sub, dict) and name in sub.get("properties", {})]
+    if not takers:
+        return problem
+    return replace(problem, message=f"{problem.message}: type {err.instance['type']} does not take it, "
+                                    f"only type {' and '.join(takers)}")
 
 
 def _chosen_branch(err: jsonschema.ValidationError) -> int | None:

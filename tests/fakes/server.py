@@ -40,9 +40,11 @@ class Faults:
 
     ``rate_limit_per_second`` is a global sliding-window limit over all
     authenticated requests (fakes may add their own per-endpoint limits).
-    ``malformed_pages`` holds page numbers as the fake understands them (page
-    param, or ``after // limit + 1`` for HubSpot search); ``malformed_requests``
-    holds 1-based request indexes. Both are answered 200 with truncated JSON.
+    ``latency_seconds`` is slept in every request (after the route ran), so a test or a
+    measurement sees a real API's round trip. ``malformed_pages`` holds page numbers
+    as the fake understands them (page param, or ``after // limit + 1`` for HubSpot
+    search); ``malformed_requests`` holds 1-based request indexes. Both are answered
+    200 with truncated JSON.
     """
 
     seed: int = 0
@@ -53,6 +55,7 @@ class Faults:
     drop_rate: float = 0.0
     malformed_pages: set[int] = field(default_factory=set)
     malformed_requests: set[int] = field(default_factory=set)
+    latency_seconds: float = 0.0  # each request's time in the server, as a real API's round trip
 
 
 @dataclass
@@ -118,6 +121,7 @@ class Counters:
     malformed: int = 0
     unauthorized: int = 0
     client_errors: int = 0
+    max_in_flight: int = 0  # the most requests the server was handling at one time
 
 
 Handler = Callable[[Request], Response]
@@ -199,6 +203,7 @@ class FakeAPI:
         self._rng = random.Random(self.faults.seed)
         self._rng_seed = self.faults.seed
         self._lock = threading.Lock()
+        self._in_flight = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -286,6 +291,21 @@ class FakeAPI:
         with self._lock:
             self.counters.requests += 1
             return self.counters.requests
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being handled now (a killed client's may still be)."""
+        with self._lock:
+            return self._in_flight
+
+    def _enter(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+            self.counters.max_in_flight = max(self.counters.max_in_flight, self._in_flight)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
 
     def dispatch(self, req: Request) -> tuple[Response | None, str | None]:
         """Apply faults then route. Returns (response or None=drop, fault name)."""
@@ -386,10 +406,15 @@ def _make_handler(fake: FakeAPI) -> type[BaseHTTPRequestHandler]:
                 index=fake._next_index(),
                 target=self.path,
             )
+            fake._enter()
             try:
                 resp, fault = fake.dispatch(req)
+                if fake.faults.latency_seconds:
+                    time.sleep(fake.faults.latency_seconds)
             except Exception as exc:  # a bug in a fake must surface, not hang
                 resp, fault = Response(500, {"fake_error": repr(exc)}), None
+            finally:
+                fake._leave()
             if resp is None:
                 fake.record(req, None, fault)
                 self._drop()

@@ -96,8 +96,8 @@ class RateLimiter:
             self.last = now
             wait = 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.per_second
             self.tokens -= 1
-        if wait > 0:
             self.waited += wait
+        if wait > 0:
             time.sleep(wait)
 
 
@@ -126,9 +126,22 @@ class HttpClient:
         self.metrics = metrics
         self.timeout = timeout
         self.name = name
-        self.session = requests.Session()
-        self.session.headers["Accept"] = "application/json"
-        auth.apply(self.session)
+        self.lock = threading.Lock()  # the counters, when pages are fetched concurrently (pagepool.py)
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+
+    @property
+    def session(self) -> requests.Session:
+        """This thread's session: requests promises no thread-safety for one Session shared between
+        threads (psf/requests#2766), and concurrent pages (pagepool.py) send from several."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            session.headers["Accept"] = "application/json"
+            self.auth.apply(session)
+            with self.lock:
+                self._sessions.append(session)
+        return session
 
     def send(self, call: Call) -> requests.Response:
         """The response of a successful call; raises HttpSourceError otherwise."""
@@ -149,7 +162,8 @@ class HttpClient:
                 self.auth.refresh(self.session)
             except GoogleAuthError as e:  # the key file or the token endpoint: not retried
                 raise HttpSourceError(f"{self.name}: {e}") from None
-            self.metrics.api_calls += 1
+            with self.lock:
+                self.metrics.api_calls += 1
             outcome = self._attempt(call, params, where, decode)
             if isinstance(outcome, _Done):
                 return outcome.resp, outcome.body
@@ -185,16 +199,18 @@ class HttpClient:
         if resp.status_code not in TRANSIENT_STATUS:
             raise HttpSourceError(f"{self.name}: HTTP {resp.status_code} from {where}: {_body(resp)}")
         if resp.status_code == 429:
-            self.metrics.extra["throttled"] = self.metrics.extra.get("throttled", 0) + 1
+            with self.lock:
+                self.metrics.extra["throttled"] = self.metrics.extra.get("throttled", 0) + 1
         return f"HTTP {resp.status_code}: {_body(resp, 200)}", parse_retry_after(resp.headers.get("Retry-After"))
 
     def _note_retry(self, cause: str, detail: str) -> None:
         """Retries are routine: the first of each cause is logged at INFO, the rest at DEBUG, and
         `log_retry_summary` gives one WARNING line per cause with its count."""
-        self.metrics.retries += 1
-        causes = self.metrics.extra.setdefault("retry_causes", {})
-        causes[cause] = causes.get(cause, 0) + 1
-        if causes[cause] == 1:
+        with self.lock:
+            self.metrics.retries += 1
+            causes = self.metrics.extra.setdefault("retry_causes", {})
+            causes[cause] = n = causes.get(cause, 0) + 1
+        if n == 1:
             log.info("%s (further retries for %s are counted in the run's summary)", detail, cause)
         else:
             log.debug(detail)
@@ -205,7 +221,10 @@ class HttpClient:
             log.warning("%s: retried %d time%s: %s", self.name, n, "" if n == 1 else "s", cause)
 
     def close(self) -> None:
-        self.session.close()
+        with self.lock:
+            for session in self._sessions:
+                session.close()
+            self._sessions.clear()
 
 
 @dataclass

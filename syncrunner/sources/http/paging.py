@@ -14,7 +14,9 @@ misdescribed API ends instead of looping.
     next_url     follow the URL found at `next` in the body, unmodified
     link_header  follow the RFC 8288 `Link: <...>; rel="next"` header
 
-A new style is a subclass with `type`, `from_options` and `next_call`, added to `STYLES`.
+A new style is a subclass with `type`, `from_options` and `next_call`, added to `STYLES`; one whose
+next call can be guessed before the response is in also has `ahead`, which lets `concurrency`
+fetch its pages ahead (pagepool.py).
 """
 from __future__ import annotations
 
@@ -78,6 +80,12 @@ class Paginator:
     def next_call(self, call: Call, resp: requests.Response, body: Any, n_records: int) -> Call | None:
         return None
 
+    def ahead(self, before: Call | None, call: Call) -> Call | None:
+        """A guess of the call after `call` before its response is in (`before`: the call sent
+        before it), for fetching pages ahead (pagepool.py); None: no guess. Only a guess: the next
+        call sent is always `following`'s, a guess that differs is dropped."""
+        return None
+
 
 @dataclass
 class CursorPaging(Paginator):
@@ -127,6 +135,9 @@ class PagePaging(Paginator):
             return None
         return self.place.put(call, current + 1, call.page + 1)
 
+    def ahead(self, before: Call | None, call: Call) -> Call | None:
+        return self.place.put(call, int(self.place.get(call)) + 1, call.page + 1)
+
 
 @dataclass
 class OffsetPaging(Paginator):
@@ -157,6 +168,15 @@ class OffsetPaging(Paginator):
         if total is not None and nxt >= int(total):
             return None
         return self.place.put(call, nxt, call.page + 1)
+
+    def ahead(self, before: Call | None, call: Call) -> Call | None:
+        """The same step as from `before` to `call` (the page size, on full pages)."""
+        prev = self.place.get(before) if before is not None else None
+        if prev is None:
+            return None
+        offset = int(self.place.get(call))
+        step = offset - int(prev)
+        return self.place.put(call, offset + step, call.page + 1) if step > 0 else None
 
 
 @dataclass

@@ -39,6 +39,7 @@ from syncrunner.sources.base import SourceMetrics
 from syncrunner.sources.http.auth import Auth
 from syncrunner.sources.http.client import Call, HttpClient, HttpSourceError, RateLimiter, RetryPolicy
 from syncrunner.sources.http.cursor import CursorState, key_order
+from syncrunner.sources.http.pagepool import page_pool
 from syncrunner.sources.http.paging import paginator
 from syncrunner.sources.http.records import RecordsAt, RecordsError
 from syncrunner.sources.http.rows import RowsError, RowTable
@@ -66,6 +67,8 @@ class HttpSource:
         self.records = RecordsAt.from_options(o)
         self.rows = RowTable.from_options(o.get("rows"))
         self.paginator = paginator(o.get("pagination"), self.base_url, self.request.body is not None)
+        self.concurrency = int((o.get("pagination") or {}).get("concurrency", 1))
+        self.pool = page_pool(self.client.send_json, self.paginator.ahead, self.concurrency)
         self.cap = o.get("max_results_per_query")
         self.total = jmespath.compile(str(o["total"])).search if o.get("total") else None
         self.max_pages = int(o.get("max_pages", DEFAULT_MAX_PAGES))
@@ -93,7 +96,7 @@ class HttpSource:
         if self.pages > self.max_pages:
             raise HttpSourceError(f"{self.spec.name}: more than max_pages={self.max_pages} pages in one run "
                                   f"(at {call.display(self.auth)}); raise max_pages if that is expected")
-        resp, body = self.client.send_json(call)
+        resp, body = self.pool.send(call) if self.pool is not None else self.client.send_json(call)
         self.metrics.extra["pages"] = self.pages
         self.metrics.extra["rate_limit_wait_seconds"] = round(self.limiter.waited, 2)
         where = f"page {call.page} of {call.display(self.auth)}"
@@ -117,6 +120,9 @@ class HttpSource:
                      self.spec.name)
         yield from chunked(self._stream(window, state), self._position(state),
                            self.spec.source.chunk_size, limit)
+        if self.pool is not None:
+            self.pool.drop_guesses()
+            self.metrics.extra.update(page_concurrency=self.concurrency, pages_fetched_unused=self.pool.wasted)
 
     def _position(self, state: CursorState) -> Callable[[], dict]:
         if self.sorted:
@@ -277,11 +283,14 @@ class HttpSource:
         return {"request": call.display(self.auth), "headers": json.loads(redact(json.dumps(call.headers))),
                 "json": json.loads(redact(json.dumps(call.json))),
                 "auth": self.auth.label, "records": self.records.expr,
-                "pagination": self.paginator.type, "rows": self.spec.source.options.get("rows"),
+                "pagination": self.paginator.type, "page_concurrency": self.concurrency,
+                "rows": self.spec.source.options.get("rows"),
                 "rate_limit_per_second": self.limiter.per_second,
                 "max_results_per_query": self.cap, "tie_break": self.tie is not None}
 
     def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
         self.client.log_retry_summary()
         self.client.close()
 
