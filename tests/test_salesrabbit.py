@@ -205,3 +205,17 @@ def test_plan_shows_the_window_in_the_header(rabbit):
     full = CliRunner().invoke(main, ["plan", str(SPECS / "leads.yaml"), "--full"], env=env(rabbit))
     assert '"headers": {}' in full.output  # a full run sends no header
     assert TOKEN not in res.output + full.output
+
+
+def test_users_listing_that_ignores_the_page_stops_at_the_first_repeat(pg_url, caplog):
+    """The old integration saw /users answer every user on every page; with a morePages that never
+    says false, following the pages would loop. A page repeating the one before ends the listing."""
+    with FakeSalesRabbit(token=TOKEN, users_ignore_paging=True) as fake:
+        fake.seed(users=30, leads=0, start=T0)
+        result = run(spec(fake, "users", per_page=10), pg_url)
+        assert result.status == "success", result.error
+        assert rows(pg_url, "SELECT COUNT(*), COUNT(DISTINCT id) FROM salesrabbit_users") == [(30, 30)]
+        assert fake.counters.requests == 2
+        assert "page 2 of GET" in caplog.text and "repeats the page before record for record" in caplog.text
+        m = history(pg_url)[-1].performance_metrics
+        assert (json.loads(m) if isinstance(m, str) else m)["repeated_pages"] == 1

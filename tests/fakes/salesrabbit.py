@@ -38,6 +38,10 @@ Where the docs are silent (choices made here):
     not known up front. Offset pages are cut from live data: a lead created or modified during a
     walk shifts later pages (a record is repeated or skipped).
   * Deleted leads simply disappear (no tombstone, no deleted filter).
+  * ``users_ignore_paging=True``: ``/users`` answers every user on every page, with ``morePages``
+    as if it paged (the reference notes' own SalesRabbit client logged "SalesRabbit Users API
+    appears to return all users on every page regardless of pagination"; how ``morePages`` behaves
+    then is not known, this is the worst case: it never says false).
   * Errors: 401 ``{"message": "Unauthorized"}``; 429 ``{"message": "Too Many Requests"}`` with
     ``Retry-After``; no published rate-limit numbers or headers.
 """
@@ -65,9 +69,11 @@ class FakeSalesRabbit(ScriptedFake):
 
     messages = {**ScriptedFake.messages, 500: "Server Error"}
 
-    def __init__(self, token: str = "sr-token", *, faults: Faults | None = None, data_seed: int = 1) -> None:
+    def __init__(self, token: str = "sr-token", *, faults: Faults | None = None, data_seed: int = 1,
+                 users_ignore_paging: bool = False) -> None:
         super().__init__(faults)
         self.token = token
+        self.users_ignore_paging = users_ignore_paging
         self.users: dict[int, dict[str, Any]] = {}
         self.leads: dict[int, dict[str, Any]] = {}
         self.history: dict[int, list[dict[str, Any]]] = {}
@@ -170,9 +176,14 @@ class FakeSalesRabbit(ScriptedFake):
                 and (status_since is None or r["_status_modified"] >= status_since)]
 
     def _users(self, req: Request) -> Response:
-        return self._paged(req, "users", lambda: sorted(self.users.values(), key=lambda u: u["id"]),
-                           lambda chunk: [_render(u, {"_created": "dateCreated", "_modified": "dateModified"})
-                                          for u in chunk])
+        def render(chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            users = sorted(self.users.values(), key=lambda u: u["id"]) if self.users_ignore_paging else chunk
+            return [_render(u, {"_created": "dateCreated", "_modified": "dateModified"}) for u in users]
+
+        resp = self._paged(req, "users", lambda: sorted(self.users.values(), key=lambda u: u["id"]), render)
+        if self.users_ignore_paging and resp.status == 200:
+            resp.body["meta"]["morePages"] = True
+        return resp
 
     def _leads(self, req: Request) -> Response:
         names = {"_created": "dateCreated", "_modified": "dateModified", "_status_modified": "statusModified"}

@@ -203,10 +203,14 @@ class HttpSource:
         """The records of one query that `accept` lets through, page by page. Returns DONE (no more
         pages), CAP (the next page would reach past the result cap), or what `after_page` says
         about a page that has a next one (REQUERY, TIE; None: follow the pagination)."""
-        seen = 0
+        seen, previous = 0, None
         while call is not None:
             resp, body, records = self._page(call)
-            seen += len(records)
+            keys = [self.key(r) for r in records]
+            if keys and keys == previous:
+                self._repeated(call)
+                return DONE
+            seen, previous = seen + len(records), keys
             self._where = call
             for rec in records:
                 if accept(rec):
@@ -221,6 +225,15 @@ class HttpSource:
                 return CAP
             call = nxt
         return DONE
+
+    def _repeated(self, call: Call) -> None:
+        """A page with exactly the records of the page before: the API ignores the page parameter
+        and answers everything (or the same page) each time. Going on would loop; every record of
+        it has been read."""
+        self._count("repeated_pages")
+        log.warning("%s: page %d of %s repeats the page before record for record: the API ignores "
+                    "the paging parameter; stopping this listing there", self.spec.name, call.page,
+                    call.display(self.auth))
 
     def _accept(self, window: Window, state: CursorState) -> Callable[[dict], bool]:
         """A main query's record test: in the window, and (sorted) not yielded yet and in order."""
