@@ -69,3 +69,13 @@ def test_a_missing_or_duplicated_column_is_an_error_naming_it():
         RowTable("first_row").records(None, s, "page 1")
     fixed = RowTable(["id", "Cost"]).records([["1", "3"]], s, "page 1")
     assert fixed == [{"id": "1", "Cost": "3"}]
+
+
+def test_json_text_and_jmespath_in_expressions():
+    from syncrunner.core.templating import compile_expression
+    pick = compile_expression("""form | from_json | jmespath("[?title=='Result'].value | [0]")""")
+    assert pick(form='[{"title": "Notes", "value": "x"}, {"title": "Result", "value": "Sold"}]') == "Sold"
+    assert pick(form=[{"title": "Result", "value": "No Demo"}]) == "No Demo"
+    assert pick(form=None) is None and pick(form="") is None
+    with pytest.raises(ValueError):
+        pick(form="{not json")

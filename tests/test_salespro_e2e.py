@@ -54,8 +54,10 @@ def test_folder_lands_every_row_once_then_exactly_the_changed_rows(source, pg_ur
     uid, updated = rows(url, "SELECT user_object_id, _updated_at FROM users ORDER BY user_object_id LIMIT 1")[0]
     got = rows(pg_url, "SELECT updated_at FROM salespro_users WHERE user_object_id = :u", u=uid)[0][0]
     assert got == dt.datetime.fromisoformat(updated.replace("Z", "+00:00"))
-    answers = rows(pg_url, "SELECT answers FROM salespro_lead_results LIMIT 1")[0][0]
-    assert [a["title"] for a in answers][0] == "Appointment Result"
+    answers, result = rows(pg_url, "SELECT answers, appointment_result FROM salespro_lead_results LIMIT 1")[0]
+    assert answers[0]["title"] == "Appointment Result" and result == answers[0]["value"]
+    assert {r[0] for r in rows(pg_url, "SELECT DISTINCT appointment_result FROM salespro_lead_results")} \
+        == {"Sold", "Demo Not Sold", "No Demo", "Reset"}
     # a visit's activity log shares one created_at: all of it landed
     per_stamp = rows(pg_url, "SELECT MAX(c) FROM (SELECT COUNT(*) c FROM salespro_user_activities "
                              "GROUP BY created_at) s")[0][0]

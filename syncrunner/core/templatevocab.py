@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import functools
+import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -74,6 +76,30 @@ def http_date(value: Any) -> str | None:
     return email.utils.format_datetime(value.astimezone(dt.timezone.utc), usegmt=True)
 
 
+def from_json(value: Any) -> Any:
+    """JSON text (a database column or an API field holding JSON) as its value; a value that is
+    already a list or an object passes unchanged; null and empty text stay null."""
+    if value is None or value == "" or isinstance(value, jinja2.Undefined):
+        return None
+    if isinstance(value, (dict, list)):
+        return value
+    return json.loads(value)
+
+
+def jmespath_query(value: Any, expression: str) -> Any:
+    """A JMESPath query on a JSON value (objects, lists, text, numbers): it reads object keys and
+    list items only, never a Python attribute, so it is safe on whatever the template passes."""
+    if value is None or isinstance(value, jinja2.Undefined):
+        return None
+    return _compiled(expression).search(value)
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(expression: str):
+    import jmespath
+    return jmespath.compile(expression)
+
+
 @dataclass(frozen=True)
 class Helper:
     """One word of the template vocabulary: the function, how it is written, what it does."""
@@ -96,6 +122,10 @@ FILTERS: dict[str, Helper] = {
     "iso": Helper(iso, "since | iso", "ISO 8601 text of a date or datetime; null stays null"),
     "http_date": Helper(http_date, "since | http_date", "an HTTP date header value (RFC 7231 IMF-fixdate, "
                         "`Sat, 05 Dec 2026 10:00:00 GMT`; naive = UTC; whole seconds); null stays null"),
+    "from_json": Helper(from_json, "text | from_json", "JSON text as its value (a list or object passes "
+                        "unchanged; null and empty text stay null; text that is not JSON is an error)"),
+    "jmespath": Helper(jmespath_query, "x | jmespath(\"[?title=='Result'].value | [0]\")",
+                       "a JMESPath query on a JSON value (JSON text: parse it with from_json first)"),
     "abs": _jinja_filter("abs", "x | abs", "absolute value"),
     "capitalize": _jinja_filter("capitalize", "s | capitalize", "first letter upper case, the rest lower case"),
     "default": _jinja_filter("default", "x | default(y)", "y when x is undefined (`default(y, true)`: also when x is false or empty)"),
