@@ -7,12 +7,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from kombu.exceptions import OperationalError as BrokerUnreachable
+import sqlalchemy as sa
+from kombu.exceptions import OperationalError as BrokerError
 
 from syncrunner.celery.app import app
+from syncrunner.celery.enqueue import BrokerUnreachable, enqueue_paths
 from syncrunner.celery.work import TargetUnreachable, run_specs
+from syncrunner.core.errtext import one_line
+from syncrunner.core.redact import redact
+from syncrunner.runtime.settings import default_target_url
+from syncrunner.runtime.strategy import RunOptions
 
-RETRIED = (TargetUnreachable, BrokerUnreachable)
+RETRIED = (TargetUnreachable, BrokerError, BrokerUnreachable)
 
 
 @app.task(name="syncrunner.run", autoretry_for=RETRIED, retry_backoff=5, retry_backoff_max=600,
@@ -23,13 +29,12 @@ def run(paths: list[str], flags: dict[str, Any], target: str, queued: dict[str, 
 
 
 @app.task(name="syncrunner.enqueue", autoretry_for=RETRIED, retry_backoff=5, retry_backoff_max=600,
-          max_retries=12)
+          retry_jitter=True, max_retries=12)
 def enqueue(paths: list[str], flags: dict[str, Any], expires_seconds: float) -> list[dict[str, Any]]:
     """What beat sends (beat.py): queue the paths as `syncrunner enqueue` would, on a worker, so a
     scheduled run is visible as `queued` in SyncHistory like any other."""
-    from syncrunner.celery.enqueue import enqueue_paths
-    from syncrunner.runtime.settings import default_target_url
-    from syncrunner.runtime.strategy import RunOptions
-
-    return [q.as_json() for q in enqueue_paths(paths, RunOptions(**flags), default_target_url(),
-                                               expires_seconds=expires_seconds)]
+    try:
+        queued = enqueue_paths(paths, RunOptions(**flags), default_target_url(), expires_seconds=expires_seconds)
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as e:
+        raise TargetUnreachable(redact(f"target unreachable: {one_line(e)}")) from None
+    return [q.as_json() for q in queued]
