@@ -250,6 +250,9 @@ def make_datetime(tz_name: str, offsets: DayOffsets | None = None,
                 raise ValueError(f"zero date {s!r}")
             if _INT.fullmatch(s):
                 return _epoch(float(s))
+            ms_date = _MS_DATE.fullmatch(s)
+            if ms_date:
+                return _ms_date(ms_date)
             try:
                 d = dt.datetime.fromisoformat(s)
             except ValueError:
@@ -261,6 +264,15 @@ def make_datetime(tz_name: str, offsets: DayOffsets | None = None,
         return d.astimezone(UTC)
 
     return to_datetime
+
+
+# Microsoft's JSON date (WCF, OData v2 verbose JSON: MarketSharp): milliseconds since the epoch, UTC,
+# with an optional offset that only records the sender's zone and does not move the instant
+_MS_DATE = re.compile(r"/Date\((-?\d+)([+-]\d{4})?\)/")
+
+
+def _ms_date(m: re.Match) -> dt.datetime:
+    return dt.datetime(1970, 1, 1, tzinfo=UTC) + dt.timedelta(milliseconds=int(m.group(1)))
 
 
 def _epoch(x: float) -> dt.datetime:

@@ -1,14 +1,16 @@
 """An HTTP request described in a spec (`request:` or `tie_break:`): its path, params, headers and
-JSON body are sandboxed Jinja templates, compiled once and rendered per query. A template that is
+JSON or XML body are sandboxed Jinja templates, compiled once and rendered per query. An XML body
+(`xml:`, a SOAP envelope) escapes every value it prints and must render to well-formed XML. A template that is
 exactly `{{ expression }}` keeps its value's type (a number stays a number, None leaves the part out)."""
 from __future__ import annotations
 
 import json
 import re
 from dataclasses import dataclass
+from xml.etree.ElementTree import ParseError, fromstring
 from typing import Any, Callable
 
-from syncrunner.core.templating import compile_expression, compile_text
+from syncrunner.core.templating import compile_expression, compile_markup, compile_text
 
 
 class RequestRenderError(ValueError):
@@ -52,6 +54,7 @@ class Rendered:
     params: dict
     headers: dict
     body: Any
+    data: str | None = None  # an XML body, rendered
 
     def under(self, over: "Rendered") -> "Rendered":
         """These parts with `over`'s (a tie_break block) on top: params, headers and the keys of a
@@ -60,7 +63,7 @@ class Rendered:
         if isinstance(self.body, dict) and isinstance(over.body, dict):
             body = {**self.body, **over.body}
         return Rendered(over.method or self.method, over.path or self.path, {**self.params, **over.params},
-                        {**self.headers, **over.headers}, body)
+                        {**self.headers, **over.headers}, body, over.data or self.data)
 
 
 class RequestTemplate:
@@ -74,6 +77,7 @@ class RequestTemplate:
         self.headers = compile_template(req.get("headers") or {})
         self.json_text = isinstance(req.get("json"), str)
         self.body = compile_template(req["json"]) if req.get("json") is not None else None
+        self.xml = compile_markup(req["xml"]) if req.get("xml") else None
 
     def render(self, ctx: dict) -> Rendered:
         params = {k: _param_text(v) for k, v in self.params(ctx).items() if v not in (None, "")}
@@ -85,7 +89,19 @@ class RequestTemplate:
             except ValueError as e:
                 raise RequestRenderError(f"{self.name}: {self.what}.json did not render to valid JSON "
                                       f"({e}):\n{body}") from None
-        return Rendered(self.method, str(self.path(ctx)) if self.path else None, params, headers, body)
+        data = self._xml(ctx) if self.xml is not None else None
+        return Rendered(self.method, str(self.path(ctx)) if self.path else None, params, headers, body, data)
+
+    def _xml(self, ctx: dict) -> str:
+        data = self.xml.render(**ctx).strip()
+        if "<!DOCTYPE" in data.upper():
+            raise RequestRenderError(f"{self.name}: {self.what}.xml must not have a <!DOCTYPE>")
+        try:
+            fromstring(data.encode("utf-8"))
+        except ParseError as e:
+            raise RequestRenderError(f"{self.name}: {self.what}.xml did not render to well-formed XML "
+                                     f"({e}):\n{data}") from None
+        return data
 
 
 def context(since: Any, until: Any, since_exclusive: bool = False, tie_value: Any = None,

@@ -100,6 +100,19 @@ def _compiled(expression: str):
     return jmespath.compile(expression)
 
 
+def odata_datetime(value: Any) -> str | None:
+    """An OData v2 DateTime literal, `datetime'2024-01-01T00:00:00'` (UTC; milliseconds when
+    there are any), for `$filter`; null stays null."""
+    if value is None or isinstance(value, jinja2.Undefined):
+        return None
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    elif not isinstance(value, dt.datetime):
+        value = dt.datetime.combine(value, dt.time())
+    text = value.isoformat(timespec="milliseconds" if value.microsecond else "seconds")
+    return f"datetime'{text}'"
+
+
 @dataclass(frozen=True)
 class Helper:
     """One word of the template vocabulary: the function, how it is written, what it does."""
@@ -126,6 +139,8 @@ FILTERS: dict[str, Helper] = {
                         "unchanged; null and empty text stay null; text that is not JSON is an error)"),
     "jmespath": Helper(jmespath_query, "x | jmespath(\"[?title=='Result'].value | [0]\")",
                        "a JMESPath query on a JSON value (JSON text: parse it with from_json first)"),
+    "odata_datetime": Helper(odata_datetime, "since | odata_datetime",
+                             "an OData v2 `$filter` literal, datetime'2024-01-01T00:00:00' (UTC); null stays null"),
     "abs": _jinja_filter("abs", "x | abs", "absolute value"),
     "capitalize": _jinja_filter("capitalize", "s | capitalize", "first letter upper case, the rest lower case"),
     "default": _jinja_filter("default", "x | default(y)", "y when x is undefined (`default(y, true)`: also when x is false or empty)"),

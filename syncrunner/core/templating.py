@@ -68,8 +68,8 @@ def _check_binop(operator: str, left: Any, right: Any) -> None:
                                       f"(more than {MAX_SEQUENCE} items)")
 
 
-def make_env() -> SandboxedTemplates:
-    env = SandboxedTemplates(undefined=jinja2.ChainableUndefined, autoescape=False, keep_trailing_newline=True)
+def make_env(autoescape: bool = False) -> SandboxedTemplates:
+    env = SandboxedTemplates(undefined=jinja2.ChainableUndefined, autoescape=autoescape, keep_trailing_newline=True)
     env.globals.clear()  # no range, dict, lipsum, cycler, joiner, namespace
     env.globals.update({name: h.func for name, h in FUNCTIONS.items()})
     env.filters = {name: h.func for name, h in FILTERS.items()}
@@ -78,6 +78,9 @@ def make_env() -> SandboxedTemplates:
 
 
 ENV = make_env()
+# XML request bodies: every printed value is escaped (& < > " '), so a value cannot add elements;
+# the vocabulary has no `safe` filter to undo it
+XML_ENV = make_env(autoescape=True)
 
 
 class Placeholder(str):
@@ -115,6 +118,12 @@ def compile_text(source: str) -> jinja2.Template:
     """Check and compile a Jinja template (raises TemplateRefused when refused)."""
     _refuse(_refusals(ENV.parse(source)))
     return ENV.from_string(source)
+
+
+def compile_markup(source: str) -> jinja2.Template:
+    """Check and compile an XML body template: like compile_text, values XML-escaped."""
+    _refuse(_refusals(XML_ENV.parse(source)))
+    return XML_ENV.from_string(source)
 
 
 @lru_cache(maxsize=64)

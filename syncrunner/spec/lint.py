@@ -267,17 +267,43 @@ def http_template_problems(source: dict, cursor_type: str | None) -> list[tuple[
     for block in ("request", "tie_break"):
         if not isinstance(source.get(block), dict):
             continue
-        for part in ("path", "params", "headers", "json"):
+        for part in ("path", "params", "headers", "json", "xml"):
             for path, text in _template_strings(source[block].get(part), (block, part)):
                 problems += [(path, msg) for msg in template_problems(text)]
     if not problems and isinstance(source.get("tie_break"), dict):
         problems = tie_break_problems(source, cursor_type)
+    problems += xml_problems(source)
     if not problems and source.get("sorted_by_cursor") is True and source.get("next_page") != "pagination":
         used = request_variables(source.get("request"))
         if isinstance(used, set) and "since" not in used:
             problems.append((("request",), "a sorted source starts each next page from the last cursor value "
                                            "read: the request must use since (cursor >= since), or set "
                                            "next_page: pagination"))
+    return problems
+
+
+def xml_problems(source: dict) -> list[tuple[tuple, str]]:
+    """An XML source's paths must be ElementPath with declared prefixes; body-reading paging is JSON only."""
+    if source.get("format") != "xml":
+        return []
+    from xml.etree.ElementPath import xpath_tokenizer
+
+    xml = source.get("xml") if isinstance(source.get("xml"), dict) else {}
+    spaces = xml.get("namespaces") or {}
+    problems = []
+    paths = [(("records",), source.get("records"))] + [(("xml", k), xml.get(k)) for k in ("names", "values")]
+    paths += [(("xml", "fields", k), v) for k, v in (xml.get("fields") or {}).items()]
+    for where, path in paths:
+        if not isinstance(path, str):
+            continue
+        try:
+            list(xpath_tokenizer(path, spaces))
+        except SyntaxError as e:
+            problems.append((where, f"{e} (declare the prefix under xml.namespaces)"))
+    paging = source.get("pagination") if isinstance(source.get("pagination"), dict) else {}
+    if paging.get("type") in ("cursor", "next_url") or paging.get("total") or paging.get("total_pages"):
+        problems.append((("pagination",), "an XML response cannot be read by a jmespath: use none, page, "
+                                          "offset (without total) or link_header"))
     return problems
 
 

@@ -425,7 +425,8 @@ def _make_handler(fake: FakeAPI) -> type[BaseHTTPRequestHandler]:
                 payload = payload[: max(1, len(payload) // 2)]
             fake.record(req, resp.status, fault)
             self.send_response(resp.status)
-            self.send_header("Content-Type", "application/json;charset=utf-8")
+            if not any(k.lower() == "content-type" for k in resp.headers):  # an XML fake sends its own
+                self.send_header("Content-Type", "application/json;charset=utf-8")
             self.send_header("Content-Length", str(len(payload)))
             for key, value in resp.headers.items():
                 self.send_header(key, value)

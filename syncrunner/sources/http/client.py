@@ -41,6 +41,7 @@ class Call:
     json: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     page: int = 1
+    data: str | None = None  # an XML body (sent as text/xml unless the spec names a Content-Type)
 
     def display(self, auth: Auth | None = None) -> str:
         """METHOD url?query for messages: auth query parameters left out, then redacted."""
@@ -117,10 +118,17 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+Explain = Callable[[requests.Response], "str | None"]
+
+
 class HttpClient:
+    """`explain` reads an error response's body for a definite answer (a SOAP fault): such an
+    answer fails the call at once with that one line, unless the status is 429 or 503."""
+
     def __init__(self, auth: Auth, retry: RetryPolicy, limiter: RateLimiter, metrics: SourceMetrics,
-                 timeout: float = 30.0, name: str = "source"):
+                 timeout: float = 30.0, name: str = "source", explain: Explain | None = None):
         self.auth = auth
+        self.explain = explain
         self.retry = retry
         self.limiter = limiter
         self.metrics = metrics
@@ -151,6 +159,10 @@ class HttpClient:
         """The response of a successful call and its body parsed as JSON. A 200 whose body does not
         parse (cut off mid-JSON by a proxy or a dropped upstream connection) is retried like a 5xx."""
         return self._send(call, _json_body)
+
+    def send_decoded(self, call: Call, decode: Callable[[requests.Response], Any]) -> tuple[requests.Response, Any]:
+        """As send_json with another decoder (an XML one); its ValueError is retried the same way."""
+        return self._send(call, decode)
 
     def _send(self, call: Call, decode: Callable[[requests.Response], Any] | None) -> tuple[requests.Response, Any]:
         where = f"page {call.page} of {call.display(self.auth)}"
@@ -183,15 +195,16 @@ class HttpClient:
         permanent one."""
         try:
             resp = self.session.request(call.method, call.url, params=params or None, json=call.json,
-                                        headers=call.headers or None, timeout=self.timeout)
+                                        data=_data(call), headers=_headers(call), timeout=self.timeout)
         except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
             return f"{type(e).__name__}: {_short(e)}", None
         if resp.status_code < 400:
             try:
                 return _Done(resp, decode(resp) if decode is not None else None)
             except ValueError as e:
-                return (f"response not valid JSON: {_short(e)} ({len(resp.content)} bytes, "
+                return (f"response not valid {getattr(decode, 'what', 'JSON')}: {_short(e)} ({len(resp.content)} bytes, "
                         f"HTTP {resp.status_code})"), None
+        self._refuse_explained(resp, where)
         if resp.status_code in (401, 403):
             raise HttpSourceError(
                 f"{self.name}: HTTP {resp.status_code} from {where}: the API refused the "
@@ -202,6 +215,14 @@ class HttpClient:
             with self.lock:
                 self.metrics.extra["throttled"] = self.metrics.extra.get("throttled", 0) + 1
         return f"HTTP {resp.status_code}: {_body(resp, 200)}", parse_retry_after(resp.headers.get("Retry-After"))
+
+    def _refuse_explained(self, resp: requests.Response, where: str) -> None:
+        answer = self.explain(resp) if self.explain is not None else None
+        if answer is None or resp.status_code in (429, 503):
+            return
+        hint = (f"; the API refused the {self.auth.label}: check that credential (not retried)"
+                if resp.status_code in (401, 403) else " (not retried)")
+        raise HttpSourceError(f"{self.name}: HTTP {resp.status_code} from {where}: {redact(answer)}{hint}")
 
     def _note_retry(self, cause: str, detail: str) -> None:
         """Retries are routine: the first of each cause is logged at INFO, the rest at DEBUG, and
@@ -236,6 +257,16 @@ class _Done:
 def _json_body(resp: requests.Response) -> Any:
     """The body as JSON; ValueError when it does not parse (requests' JSONDecodeError is one)."""
     return resp.json()
+
+
+def _data(call: Call) -> bytes | None:
+    return call.data.encode("utf-8") if call.data is not None else None
+
+
+def _headers(call: Call) -> dict[str, str] | None:
+    if call.data is not None and not any(k.lower() == "content-type" for k in call.headers):
+        return {**call.headers, "Content-Type": "text/xml; charset=utf-8"}
+    return call.headers or None
 
 
 def _query_keys(url: str) -> set[str]:

@@ -39,10 +39,12 @@ from syncrunner.sources.base import SourceMetrics
 from syncrunner.sources.http.auth import Auth
 from syncrunner.sources.http.client import Call, HttpClient, HttpSourceError, RateLimiter, RetryPolicy
 from syncrunner.sources.http.cursor import CursorState, key_order
+from syncrunner.sources.http import xmlresponse
 from syncrunner.sources.http.pagepool import page_pool
 from syncrunner.sources.http.paging import paginator
 from syncrunner.sources.http.records import RecordsAt, RecordsError
 from syncrunner.sources.http.rows import RowsError, RowTable
+from syncrunner.sources.http.xmlresponse import XmlRecords
 from syncrunner.sources.streaming import CursorReader, chunked, in_window, key_getter
 from syncrunner.spec.model import Spec
 
@@ -58,13 +60,17 @@ class HttpSource:
         self.base_url = str(o["base_url"]).rstrip("/")
         self.auth = Auth.from_options(o.get("auth"), spec.path)
         self.metrics = SourceMetrics()
+        self.xml = XmlRecords.from_options(str(o["records"]), o.get("xml")) if o.get("format") == "xml" else None
         rate = o.get("rate_limit") or {}
         self.limiter = RateLimiter(rate.get("per_second"), rate.get("burst"))
         self.client = HttpClient(self.auth, RetryPolicy.from_options(o.get("retries")), self.limiter,
-                                 self.metrics, float(o.get("timeout", 30)), spec.name)
+                                 self.metrics, float(o.get("timeout", 30)), spec.name,
+                                 xmlresponse.explain if self.xml else None)
+        if self.xml:
+            self.client.session.headers["Accept"] = "text/xml, application/soap+xml"
         self.request = RequestTemplate({"method": "GET", **o["request"]}, spec.name)
         self.tie = RequestTemplate(o["tie_break"], spec.name, "tie_break") if o.get("tie_break") else None
-        self.records = RecordsAt.from_options(o)
+        self.records = self.xml or RecordsAt.from_options(o)
         self.rows = RowTable.from_options(o.get("rows"))
         self.paginator = paginator(o.get("pagination"), self.base_url, self.request.body is not None)
         self.concurrency = int((o.get("pagination") or {}).get("concurrency", 1))
@@ -89,13 +95,15 @@ class HttpSource:
         url = path if "://" in path else f"{self.base_url}/{path.lstrip('/')}"
         # numbered within the run (a sorted source starts a fresh query for every page)
         return self.paginator.first(Call(parts.method or "GET", url, parts.params, parts.body, parts.headers,
-                                         page=self.pages + 1))
+                                         page=self.pages + 1, data=parts.data))
 
     def _page(self, call: Call) -> tuple[requests.Response, Any, list[dict]]:
         self.pages += 1
         if self.pages > self.max_pages:
             raise HttpSourceError(f"{self.spec.name}: more than max_pages={self.max_pages} pages in one run "
                                   f"(at {call.display(self.auth)}); raise max_pages if that is expected")
+        if self.xml is not None:
+            return self._xml_page(call)
         resp, body = self.pool.send(call) if self.pool is not None else self.client.send_json(call)
         self.metrics.extra["pages"] = self.pages
         self.metrics.extra["rate_limit_wait_seconds"] = round(self.limiter.waited, 2)
@@ -111,6 +119,18 @@ class HttpSource:
         except RowsError as e:
             raise HttpSourceError(str(e)) from None
         return resp, body, records
+
+    def _xml_page(self, call: Call) -> tuple[requests.Response, Any, list[dict]]:
+        """An XML response, its root element and records (xmlresponse.py: no DTD, SOAP faults); a
+        body that is not well-formed is retried like a cut-off JSON page."""
+        where = f"page {call.page} of {call.display(self.auth)}"
+        try:
+            resp, root = self.client.send_decoded(call, xmlresponse.decoder(lambda e: HttpSourceError(
+                f"{self.spec.name}: {where}: {e}")))
+            self.metrics.extra["pages"] = self.pages
+            return resp, root, self.xml.read(root)
+        except xmlresponse.XmlRefused as e:
+            raise HttpSourceError(f"{self.spec.name}: {where}: {e}") from None
 
     # -- streaming -------------------------------------------------------------------------------
     def chunks(self, window: Window, position: dict | None, limit: int = 0) -> Iterator[Chunk]:
@@ -217,6 +237,7 @@ class HttpSource:
                     yield rec
             nxt = self.paginator.following(call, resp, body, len(records))
             if nxt is None:
+                self._check_cut(seen)
                 return DONE
             ended = after_page(records) if after_page is not None else None
             if ended is not None:
@@ -234,6 +255,15 @@ class HttpSource:
         log.warning("%s: page %d of %s repeats the page before record for record: the API ignores "
                     "the paging parameter; stopping this listing there", self.spec.name, call.page,
                     call.display(self.auth))
+
+    def _check_cut(self, seen: int) -> None:
+        """An unsorted source cannot restart at the result cap: a query that reached it may have
+        been cut short by the API (Five9 getContactRecords returns at most 1,000 records)."""
+        if self.cap and not self.sorted and seen >= self.cap:
+            raise HttpSourceError(
+                f"{self.spec.name}: {self._at()}: the query returned {seen} records, the API's cap "
+                f"(max_results_per_query={self.cap}); it may have left records out. Narrow the request "
+                f"(a smaller window: --start-date/--end-date, or narrower lookup criteria)")
 
     def _accept(self, window: Window, state: CursorState) -> Callable[[dict], bool]:
         """A main query's record test: in the window, and (sorted) not yielded yet and in order."""
