@@ -178,3 +178,12 @@ def test_hostile_xml_is_refused_and_nothing_is_read_from_disk(five9, pg_url, tmp
     out = res.stdout + res.stderr + str([tuple(r) for r in history(pg_url)])
     assert SECRET not in out and "aaaaaaaaaa" not in out
     assert "five9_contacts" not in str(rows(pg_url, "SELECT tablename FROM pg_tables"))
+
+
+def test_an_answer_cut_off_mid_xml_is_retried(five9, pg_url):
+    five9.seed(50)
+    five9.faults.malformed_requests = {1}  # the first answer is sent cut in half
+    res = run(five9, pg_url)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert len(landed(pg_url)) == 50 and len(five9.request_bodies) == 2
+    assert last_metrics(pg_url)["retry_causes"] == {"response not valid XML": 1}

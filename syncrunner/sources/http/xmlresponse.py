@@ -33,10 +33,14 @@ class XmlRefused(ValueError):
     """A response the source will not parse (a DTD) or cannot read as XML."""
 
 
+class DtdRefused(XmlRefused):
+    """A document type declaration: never retried."""
+
+
 class _NoDtd(ET.TreeBuilder):
     def doctype(self, name: str, pubid: str | None, system: str | None) -> None:
         where = f" (external {system!r})" if system else ""
-        raise XmlRefused(f"the XML has a document type declaration <!DOCTYPE {name}>{where}: refused, since "
+        raise DtdRefused(f"the XML has a document type declaration <!DOCTYPE {name}>{where}: refused, since "
                          f"its entities could read local files or expand without bound; nothing was read")
 
 
@@ -162,9 +166,9 @@ def decoder(fatal: Callable[[Exception], Exception]) -> Callable[[Any], ET.Eleme
     def decode(resp: Any) -> ET.Element:
         try:
             root = parse(resp.content)
+        except DtdRefused as e:
+            raise fatal(e) from None
         except XmlRefused as e:
-            if "document type declaration" in str(e):
-                raise fatal(e) from None
             raise _Malformed(str(e)) from None
         fault = soap_fault(root)
         if fault is not None:
