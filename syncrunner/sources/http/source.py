@@ -323,9 +323,10 @@ class HttpSource:
 
     def describe(self, window: Window) -> dict:
         call = self.first_call(context(window.since, window.until, **dates(window)))
+        body = {"xml": redact(call.data)} if call.data is not None else {
+            "json": json.loads(redact(json.dumps(call.json)))}
         return {"request": call.display(self.auth), "headers": json.loads(redact(json.dumps(call.headers))),
-                "json": json.loads(redact(json.dumps(call.json))),
-                "auth": self.auth.label, "records": self.records.expr,
+                **body, "auth": self.auth.label, "records": self.records.expr,
                 "pagination": self.paginator.type, "page_concurrency": self.concurrency,
                 "rows": self.spec.source.options.get("rows"),
                 "rate_limit_per_second": self.limiter.per_second,
