@@ -19,6 +19,7 @@ from syncrunner.core.redact import redact
 from syncrunner.sources.base import SourceMetrics
 from syncrunner.sources.http.auth import Auth
 from syncrunner.sources.http.googleauth import GoogleAuthError
+from syncrunner.sources.http.ratelimit import RateHeaders, RateSignal
 
 log = logging.getLogger("syncrunner.http")
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
@@ -78,28 +79,39 @@ class RetryPolicy:
 
 class RateLimiter:
     """Client-side request budget (token bucket) shared by every call of one run, retries included,
-    so a run stays under the API's limit instead of bouncing off it."""
+    so a run stays under the API's limit instead of bouncing off it. The API's own headers add to
+    it: a used-up window holds every call until it resets (`hold`), a used-up daily budget stops
+    the run before its next call (`spent`)."""
 
-    def __init__(self, per_second: float | None, burst: int | None = None):
+    def __init__(self, per_second: float | None, burst: int | None = None,
+                 headers: RateHeaders | None = None):
         self.per_second = per_second
         self.capacity = float(burst or 1)
         self.tokens = self.capacity
         self.last = time.monotonic()
         self.lock = threading.Lock()
         self.waited = 0.0
+        self.headers = headers or RateHeaders()
+        self.held_until = 0.0
+        self.spent: str | None = None   # why no call may be sent any more (the daily budget)
 
     def acquire(self) -> None:
-        if not self.per_second:
-            return
         with self.lock:
             now = time.monotonic()
-            self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.per_second)
-            self.last = now
-            wait = 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.per_second
-            self.tokens -= 1
+            wait = max(0.0, self.held_until - now)
+            if self.per_second:
+                self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.per_second)
+                self.last = now
+                wait = max(wait, 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.per_second)
+                self.tokens -= 1
             self.waited += wait
         if wait > 0:
             time.sleep(wait)
+
+    def hold(self, seconds: float) -> None:
+        """No call before `seconds` from now (the API said its window is used up)."""
+        with self.lock:
+            self.held_until = max(self.held_until, time.monotonic() + seconds)
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -169,6 +181,8 @@ class HttpClient:
         params = {**call.params, **{k: v for k, v in self.auth.params.items() if k not in _query_keys(call.url)}}
         last_problem = ""
         for attempt in range(1, self.retry.max_attempts + 1):
+            if self.limiter.spent:
+                raise HttpSourceError(f"{self.name}: not sending {where}: {self.limiter.spent}")
             self.limiter.acquire()
             try:
                 self.auth.refresh(self.session)
@@ -198,7 +212,9 @@ class HttpClient:
                                         data=_data(call), headers=_headers(call), timeout=self.timeout)
         except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
             return f"{type(e).__name__}: {_short(e)}", None
+        signal = self.limiter.headers.read(resp.headers)
         if resp.status_code < 400:
+            self._pace(signal)
             try:
                 return _Done(resp, decode(resp) if decode is not None else None)
             except ValueError as e:
@@ -211,10 +227,33 @@ class HttpClient:
                 f"{self.auth.label}; check that credential (not retried). Response: {_body(resp)}")
         if resp.status_code not in TRANSIENT_STATUS:
             raise HttpSourceError(f"{self.name}: HTTP {resp.status_code} from {where}: {_body(resp)}")
+        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         if resp.status_code == 429:
             with self.lock:
                 self.metrics.extra["throttled"] = self.metrics.extra.get("throttled", 0) + 1
-        return f"HTTP {resp.status_code}: {_body(resp, 200)}", parse_retry_after(resp.headers.get("Retry-After"))
+            retry_after = self._throttled(signal, retry_after, where)
+        return f"HTTP {resp.status_code}: {_body(resp, 200)}", retry_after
+
+    def _pace(self, signal: RateSignal) -> None:
+        """After a success: the API's window used up -> hold the next call until it resets (or for
+        the window's length); its daily budget used up -> the next call fails at once."""
+        if signal.window_spent and signal.wait:
+            wait = min(signal.wait, self.retry.max_retry_after)
+            log.debug("%s: rate-limit window used up; pausing %.1fs", self.name, wait)
+            self.limiter.hold(wait)
+        if signal.daily_spent:
+            self.limiter.spent = signal.daily_message()
+
+    def _throttled(self, signal: RateSignal, retry_after: float | None, where: str) -> float | None:
+        """A 429: fail at once on a used-up daily budget (no retry could pass before it resets);
+        otherwise wait what Retry-After or the rate-limit headers say."""
+        if signal.daily_spent:
+            self.limiter.spent = signal.daily_message()
+            raise HttpSourceError(f"{self.name}: HTTP 429 from {where}: {self.limiter.spent}")
+        wait = retry_after if retry_after is not None else signal.wait
+        if wait:
+            self.limiter.hold(min(wait, self.retry.max_retry_after))  # every call of the run waits
+        return wait
 
     def _refuse_explained(self, resp: requests.Response, where: str) -> None:
         answer = self.explain(resp) if self.explain is not None else None

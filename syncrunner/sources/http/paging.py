@@ -7,7 +7,8 @@ shared by every style that sends a value). Every style also stops on an empty pa
 misdescribed API ends instead of looping.
 
     none         one request
-    cursor       a token from the body (`next`, jmespath) goes into `param`
+    cursor       a token from the body (`next`, jmespath) goes into `param`; or several tokens,
+                 `next: {param: path, ...}`, each into its own parameter
     page         `param` = 1, 2, 3 ... until `total_pages` (jmespath), a false `more` flag or an empty page
     offset       `param` advances by the records received (or is `next_start` from the body), until
                  `total` (jmespath), a false `more` flag or an empty page
@@ -89,19 +90,30 @@ class Paginator:
 
 @dataclass
 class CursorPaging(Paginator):
-    """A token from the body goes into `param`; an absent or empty token ends the listing."""
+    """Tokens from the body, each into its own parameter: `next: path` with `param`, or
+    `next: {param: path, ...}` for an API whose cursor is several values that only together name
+    the next page (HighLevel: `startAfter` + `startAfterId`; the time alone skips the records that
+    share its millisecond). Any token absent or empty ends the listing: a part of a cursor is
+    never sent alone."""
 
     type: ClassVar[str] = "cursor"
-    next: Callable[[Any], Any]
-    place: Place
+    tokens: list[tuple[Place, Callable[[Any], Any]]]
 
     @classmethod
     def from_options(cls, o: dict, base_url: str, has_json_body: bool) -> "CursorPaging":
-        return cls(_path(o["next"]), Place.from_options(o, "after", has_json_body))
+        nxt = o["next"]
+        if isinstance(nxt, dict):
+            return cls([(Place.from_options({**o, "param": param}, param, has_json_body), _path(path))
+                        for param, path in nxt.items()])
+        return cls([(Place.from_options(o, "after", has_json_body), _path(nxt))])
 
     def next_call(self, call: Call, resp: requests.Response, body: Any, n_records: int) -> Call | None:
-        token = self.next(body)
-        return None if token in (None, "") else self.place.put(call, token, call.page + 1)
+        values = [(place, token(body)) for place, token in self.tokens]
+        if any(value in (None, "") for _, value in values):
+            return None
+        for place, value in values:
+            call = place.put(call, value, call.page)
+        return replace(call, page=call.page + 1)
 
 
 def _no_more(more: Callable[[Any], Any] | None, body: Any) -> bool:

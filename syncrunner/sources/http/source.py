@@ -42,6 +42,7 @@ from syncrunner.sources.http.cursor import CursorState, key_order
 from syncrunner.sources.http import xmlresponse
 from syncrunner.sources.http.pagepool import page_pool
 from syncrunner.sources.http.paging import paginator
+from syncrunner.sources.http.ratelimit import RateHeaders
 from syncrunner.sources.http.records import RecordsAt, RecordsError
 from syncrunner.sources.http.rows import RowsError, RowTable
 from syncrunner.sources.http.xmlresponse import XmlRecords
@@ -62,7 +63,8 @@ class HttpSource:
         self.metrics = SourceMetrics()
         self.xml = XmlRecords.from_options(str(o["records"]), o.get("xml")) if o.get("format") == "xml" else None
         rate = o.get("rate_limit") or {}
-        self.limiter = RateLimiter(rate.get("per_second"), rate.get("burst"))
+        self.limiter = RateLimiter(rate.get("per_second"), rate.get("burst"),
+                                   RateHeaders.from_options(rate.get("headers")))
         self.client = HttpClient(self.auth, RetryPolicy.from_options(o.get("retries")), self.limiter,
                                  self.metrics, float(o.get("timeout", 30)), spec.name,
                                  xmlresponse.explain if self.xml else None)
