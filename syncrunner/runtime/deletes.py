@@ -7,15 +7,22 @@ and checkpoint agree after a crash. A run that resumes a failed one continues th
 of staged keys (the generation is recorded in the checkpoint). When the run ends `success`, target
 rows whose key was not staged are marked deleted (`deleted_at`) or removed, unless that would touch
 more than `max_delete_fraction` of the table (then it is refused unless --allow-mass-delete).
-Keys are never held in Python memory."""
+Keys are never held in Python memory.
+
+`deletes: {mode: mark_and_sweep}` (reference note 001) is for APIs with no delta filter that can
+list every id (GoHighLevel): pass 1 lists every id into the same keys table before the records are
+read (a fresh generation each run), pass 2 is the run itself, staging what it reads as above. As
+the listing is complete whatever the run's window, a delta run sweeps too; a failed, partial,
+--dry-run or --max-records run still does not."""
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import sqlalchemy as sa
 
+from syncrunner.core.coerce import coercer
 from syncrunner.core.window import Window
 from syncrunner.runtime import history
 from syncrunner.runtime.strategy import RunOptions
@@ -29,7 +36,7 @@ CHECKPOINT_KEY = "seen_keys"    # the generation of staged keys, in SyncHistory.
 
 
 def soft_deletes(spec: Spec) -> bool:
-    return spec.deletes.mode == "sweep" and spec.deletes.action == "soft"
+    return spec.deletes.sweeps and spec.deletes.action == "soft"
 
 
 def deleted_at_column() -> sa.Column:
@@ -66,19 +73,23 @@ class DeleteSweep:
 
     @property
     def active(self) -> bool:
-        return self.spec.deletes.mode == "sweep"
+        return self.spec.deletes.sweeps
+
+    @property
+    def two_pass(self) -> bool:
+        return self.spec.deletes.mode == "mark_and_sweep"
 
     # -- start -------------------------------------------------------------------------------------
     def begin(self, conn: sa.Connection, window: Window, opts: RunOptions, run_id: int) -> None:
         """In the transaction that starts the run: stage keys only for an unwindowed full run."""
         if not self.active:
             return
-        self.refused = refusal_before_run(window, opts)
+        self.refused = refusal_before_run(window, opts, listed=self.two_pass)
         if self.refused:
             self.routine = True  # every incremental run: expected, not worth a warning
             return
         self.seen.create(conn, checkfirst=True)
-        if window.resume_run is not None:
+        if window.resume_run is not None and not self.two_pass:
             cp = (history.run_row(conn, window.resume_run).checkpoint or {})
             self.generation = cp.get(CHECKPOINT_KEY)
             if self.generation is None:
@@ -87,6 +98,35 @@ class DeleteSweep:
         # a fresh full run: whatever is staged belongs to abandoned runs (we hold the entity lock)
         conn.execute(self.seen.delete())
         self.generation = run_id
+
+    def list_ids(self, engine_conn: sa.Connection, source: Any, stop: Callable[[], None]) -> None:
+        """Pass 1 of mark_and_sweep: stage every id the source lists, a page per transaction, so
+        memory does not grow with the number of records. Pass 2 (the run's chunks) stages the keys
+        it reads under the same generation, so a record created between the passes is not swept;
+        one deleted between them is swept by the next run. `stop` raises when the run must stop."""
+        if self.generation is None or not self.two_pass:
+            return
+        coerce = self._key_coercers()
+        n = 0
+        for page in source.ids():
+            stop()
+            rows = [{"generation": self.generation, **{k: c(key) for k, c in coerce.items()}} for key in page]
+            if rows:
+                with engine_conn.begin():
+                    engine_conn.execute(self.seen.insert(), rows)
+            n += len(rows)
+        self.metrics["ids_listed"] = n
+        log.info("%s: listed %d id(s) for the delete sweep", self.spec.name, n)
+
+    def _key_coercers(self) -> dict[str, Callable[[tuple], Any]]:
+        """Target key column -> how to read it from a listed source key (typed like its field)."""
+        spec, out = self.spec, {}
+        for col in self.keys:
+            i = spec.key_fields.index(col)
+            f = spec.fields[col]
+            typed = coercer(f.type, tz=spec.source.timezone, precision=f.precision, scale=f.scale)
+            out[col] = lambda key, i=i, typed=typed: typed(key[i])
+        return out
 
     def checkpoint(self) -> dict:
         return {CHECKPOINT_KEY: self.generation} if self.generation is not None else {}
@@ -105,7 +145,8 @@ class DeleteSweep:
         if not self.active:
             return {}
         d = self.spec.deletes
-        self.metrics = {"mode": d.mode, "action": d.action, "records_deleted": 0}
+        self.metrics = {"mode": d.mode, "action": d.action, "records_deleted": 0,
+                        **{k: v for k, v in self.metrics.items() if k == "ids_listed"}}
         if self.refused is None and status != "success":
             self.refused = f"the run ended {status}"
         if self.refused is None:
@@ -151,12 +192,13 @@ class DeleteSweep:
                  "marked deleted" if soft else "removed", n)
 
 
-def refusal_before_run(window: Window, opts: RunOptions) -> str | None:
-    """Why a run cannot sweep, known before it fetches anything (None: it may)."""
+def refusal_before_run(window: Window, opts: RunOptions, listed: bool = False) -> str | None:
+    """Why a run cannot sweep, known before it fetches anything (None: it may). A run that lists
+    every id first (`listed`, mark_and_sweep) may sweep whatever its window."""
     if opts.dry_run:
         return "--dry-run"
     if opts.max_records:
         return f"--max-records {opts.max_records} (the run sees only part of the source)"
-    if window.mode not in ("full", "initial") or window.bounded:
+    if not listed and (window.mode not in ("full", "initial") or window.bounded):
         return f"windowed run ({window.mode}: {window.reason})"
     return None

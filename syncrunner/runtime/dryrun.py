@@ -139,7 +139,7 @@ def dry_run(state: RunState, engine: sa.Engine, source: Source, mapper: Mapper, 
     result.notes.append(f"dry run: would create {s.created:,}, update {s.updated:,}, leave {s.unchanged:,} "
                         f"unchanged and {s.stale:,} stale (older than stored), reject {s.failed:,}; "
                         f"{s.warnings:,} validation warning(s); nothing written")
-    if spec.deletes.mode == "sweep":
+    if spec.deletes.sweeps:
         result.notes.append("deletes: not swept: --dry-run")
     log.info("Dry run of %s %s: %d fetched, %d created, %d updated, %d unchanged, %d stale, %d failed, "
              "%d validation warnings; nothing written", spec.crm, spec.entity, s.fetched,

@@ -218,10 +218,15 @@ class SyncRun:
         with conn.begin():
             loop.begin(engine, conn)
             flow.deletes.begin(conn, window, self.opts, state.run_id)
+        flow.deletes.list_ids(conn, self.source, self._stop_if_asked)
         flow.watermark = self._initial_watermark(window)
         log.info("Starting %s %s sync with %s records: %s", spec.crm, spec.entity,
                  "unknown" if total is None else f"{total:,}", window.reason)
         state.notify_started(window, total)
+
+    def _stop_if_asked(self) -> None:
+        if self.state.stop.requested:
+            raise Interrupted(self.state.stop.requested)
 
     def _open_source(self, window: Window) -> tuple[int | None, list[Chunk], Iterator[Chunk]]:
         """Count the window (for progress) and read its first chunk: a source that cannot be

@@ -246,7 +246,7 @@ class UnchangedSkipper:
         if not skip:
             return []
         last = max(skip)
-        keep = skip.values() if self.spec.deletes.mode == "sweep" else [skip[last]]
+        keep = skip.values() if self.spec.deletes.sweeps else [skip[last]]
         seen = [dict(zip(self.keys, key)) for key in keep]
         if self.project_cursor is not None:
             try:

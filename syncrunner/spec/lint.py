@@ -32,6 +32,8 @@ def semantic_problems(data: dict, loc: Located, fname: str) -> list:
     _key_problems(source, target, fields, direct, add)
     _source_problems(source, fields, direct, add)
     deletes = data.get("deletes")
+    if isinstance(deletes, dict):
+        _delete_problems(deletes, source, target, direct, add)
     if isinstance(deletes, dict) and deletes.get("action", "soft") == "soft" and "deleted_at" in fields:
         add(("fields", "deleted_at"), "soft deletes (deletes.action: soft) manage the column deleted_at "
                                       "themselves; rename this field")
@@ -156,6 +158,10 @@ def _source_problems(source: dict, fields: dict, direct: dict[str, str], add: Ad
         if source.get("rows") and source.get("records_by_key"):
             add(("source", "rows"), "rows (arrays of cells) and records_by_key (an object keyed by id) "
                                     "describe two different layouts: use one")
+        tokens = (source.get("pagination") or {}).get("next") if isinstance(source.get("pagination"), dict) else None
+        for param, expr in (tokens.items() if isinstance(tokens, dict) else []):
+            if isinstance(expr, str) and (msg := _jmespath_problem(expr)):
+                add(("source", "pagination", "next", param), msg)
         cursor = source.get("cursor")
         cfield = fields.get(direct.get(cursor)) if isinstance(cursor, str) else None
         ctype = cfield.get("type") if isinstance(cfield, dict) else None
@@ -206,6 +212,50 @@ def http_path_problems(source: dict) -> list[tuple[tuple, str]]:
             except jmespath.exceptions.JMESPathError as e:
                 problems.append((path, f"not a valid jmespath expression: {e}"))
     return problems
+
+
+def _delete_problems(deletes: dict, source: dict, target: dict, direct: dict[str, str], add: Add) -> None:
+    """mark_and_sweep lists ids with the HTTP request and stages them as the target key."""
+    ids = deletes.get("ids")
+    if deletes.get("mode") != "mark_and_sweep":
+        if ids is not None:
+            add(("deletes", "ids"), "ids is used by mode: mark_and_sweep only")
+        return
+    if source.get("kind") != "http":
+        add(("deletes", "mode"), "mark_and_sweep lists the ids with the source's request: HTTP sources only "
+                                 "(use mode: sweep)")
+    skey = source.get("key")
+    skeys = [skey] if isinstance(skey, str) else skey if isinstance(skey, list) else []
+    tkey = target.get("key")
+    from_source = {direct.get(k) for k in skeys if isinstance(k, str)}
+    for k in ([tkey] if isinstance(tkey, str) else tkey if isinstance(tkey, list) else []):
+        if isinstance(k, str) and k not in from_source:
+            add(("target", "key"), f"mark_and_sweep stages listed ids as the target key: '{k}' must be a "
+                                   f"field copied straight from a source.key path")
+    if not isinstance(ids, dict):
+        return
+    paths = ids.get("key")
+    paths = [paths] if isinstance(paths, str) else paths if isinstance(paths, list) else []
+    if paths and len(paths) != len(skeys):
+        add(("deletes", "ids", "key"), f"{len(paths)} key path(s) for a source.key of {len(skeys)}")
+    for where, expr in [(("deletes", "ids", "records"), ids.get("records"))] + \
+            [(("deletes", "ids", "key"), p) for p in paths]:
+        if isinstance(expr, str) and (msg := _jmespath_problem(expr)):
+            add(where, msg)
+    if isinstance(ids.get("request"), dict):
+        for part in ("path", "params", "headers", "json"):
+            for path, text in _template_strings(ids["request"].get(part), ("deletes", "ids", "request", part)):
+                for msg in template_problems(text):
+                    add(path, msg)
+
+
+def _jmespath_problem(expr: str) -> str | None:
+    import jmespath
+    try:
+        jmespath.compile(expr)
+    except jmespath.exceptions.JMESPathError as e:
+        return f"not a valid jmespath expression: {e}"
+    return None
 
 
 SAMPLE_CURSOR = {"datetime": dt.datetime(2025, 1, 2, 3, 4, 5, 678000, tzinfo=dt.timezone.utc),

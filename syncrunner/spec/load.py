@@ -235,7 +235,7 @@ def _build(data: dict, fname: str, text: str) -> Spec:
     deletes = data.get("deletes", "none")
     dspec = DeleteSpec() if deletes == "none" else DeleteSpec(
         mode=deletes["mode"], action=deletes.get("action", "soft"),
-        max_delete_fraction=float(deletes.get("max_delete_fraction", 0.2)))
+        max_delete_fraction=float(deletes.get("max_delete_fraction", 0.2)), ids=deletes.get("ids"))
     return Spec(
         path=fname, crm=data["crm"], entity=data["entity"], enabled=bool(data.get("enabled", True)),
         after=list(data.get("after", [])), lookback=parse_duration(data.get("lookback", "5m")),

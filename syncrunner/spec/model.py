@@ -85,9 +85,14 @@ class TargetSpec:
 
 @dataclass
 class DeleteSpec:
-    mode: str = "none"  # none | sweep
+    mode: str = "none"  # none | sweep | mark_and_sweep
     action: str = "soft"  # soft | hard
     max_delete_fraction: float = 0.2
+    ids: dict | None = None  # mark_and_sweep: how the id listing differs from the request
+
+    @property
+    def sweeps(self) -> bool:
+        return self.mode != "none"
 
 
 @dataclass

@@ -47,7 +47,8 @@ Where the docs are silent (choices made here):
   * ``limit`` above 100 answers 422 (class-validator style message) rather than being capped.
   * Missing or unknown ``Version`` answers 400 ``Version header is missing or not supported``.
   * 429 body ``{"statusCode": 429, "message": "Too Many Requests"}``; no ``Retry-After`` (not
-    documented; the X-RateLimit-* headers are the signal). The daily window is a fixed 24 h window
+    documented; the X-RateLimit-* headers are the signal). A scripted 429 (``inject``) models the
+    burst spent by another client of the same location: the same headers, ``X-RateLimit-Remaining: 0``. The daily window is a fixed 24 h window
     from the first request; no header says when it resets.
   * No updated-since filter exists on these two GET endpoints: a delta can only re-walk and compare
     (``updatedAt``/``dateUpdated`` move on every change); deletions are visible only as ids that stop
@@ -225,7 +226,17 @@ class FakeGoHighLevel(ScriptedFake):
         return self._error(404, f"Cannot GET {req.path}", "Not Found")
 
     def _with_retry_after(self, resp: Response) -> Response:
-        return resp  # HighLevel documents X-RateLimit-* headers, not Retry-After
+        """A scripted 429 (the burst spent by another client of the same app and location) carries
+        what a real one does: no Retry-After (not documented), the X-RateLimit-* headers with nothing
+        left in the burst window."""
+        with self._lock:
+            budgets = self._budgets.get(self.location_id)
+        daily_left = budgets[1].peek_remaining() if budgets else self.daily_limit
+        resp.headers.update({"X-RateLimit-Limit-Daily": str(self.daily_limit),
+                             "X-RateLimit-Daily-Remaining": str(daily_left),
+                             "X-RateLimit-Interval-Milliseconds": str(int(self.burst_window_s * 1000)),
+                             "X-RateLimit-Max": str(self.burst_max), "X-RateLimit-Remaining": "0"})
+        return resp
 
     def _limited(self, handler: Callable[[Request, str], Response], loc_param: str) -> Callable[[Request], Response]:
         """Version and location checks, then the per-location budgets, then the handler."""

@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterator
 import jmespath
 import requests
 
+from syncrunner.core.mapping import make_getter
 from syncrunner.core.records import Chunk
 from syncrunner.core.redact import redact
 from syncrunner.core.requests import RequestTemplate, context, dates
@@ -89,17 +90,21 @@ class HttpSource:
         self._where: Call | None = None  # the call whose page is being read, for messages
 
     # -- requests --------------------------------------------------------------------------------
-    def first_call(self, ctx: dict, tie: bool = False) -> Call:
+    def first_call(self, ctx: dict, tie: bool = False, over: RequestTemplate | None = None) -> Call:
+        """The first call of a query: the request, with the tie_break (or `over`) on top."""
+        over = self.tie if tie else over
         parts = self.request.render(ctx)
-        if tie:
-            parts = parts.under(self.tie.render(ctx))
+        if over is not None:
+            parts = parts.under(over.render(ctx))
         path = parts.path or ""
         url = path if "://" in path else f"{self.base_url}/{path.lstrip('/')}"
         # numbered within the run (a sorted source starts a fresh query for every page)
         return self.paginator.first(Call(parts.method or "GET", url, parts.params, parts.body, parts.headers,
                                          page=self.pages + 1, data=parts.data))
 
-    def _page(self, call: Call) -> tuple[requests.Response, Any, list[dict]]:
+    def _page(self, call: Call, records: RecordsAt | None = None) -> tuple[requests.Response, Any, list[dict]]:
+        """One page: its response, body and records (where `records` says, default the spec's)."""
+        listing = records or self.records
         self.pages += 1
         if self.pages > self.max_pages:
             raise HttpSourceError(f"{self.spec.name}: more than max_pages={self.max_pages} pages in one run "
@@ -112,10 +117,10 @@ class HttpSource:
         where = f"page {call.page} of {call.display(self.auth)}"
         try:
             if self.rows is not None:  # arrays of cells under a header row (rows.py)
-                records = self.rows.records(self.records.search(body), self.spec, where)
+                records = self.rows.records(listing.search(body), self.spec, where)
                 self.metrics.extra.update(self.rows.counts)
             else:
-                records = self.records.read(body)
+                records = listing.read(body)
         except RecordsError as e:
             raise HttpSourceError(f"{self.spec.name}: {where}: {e}") from None
         except RowsError as e:
@@ -312,6 +317,22 @@ class HttpSource:
 
     def _count(self, name: str) -> None:
         self.metrics.extra[name] = self.metrics.extra.get(name, 0) + 1
+
+    # -- the id listing of a mark-and-sweep (deletes.mode: mark_and_sweep) ----------------------------
+    def ids(self) -> Iterator[list[tuple]]:
+        """Every record's source key, one list per page: the spec's request (no window) with
+        `deletes.ids.request` on top, its records at `deletes.ids.records`, each key at the paths
+        `deletes.ids.key` (defaults: the source's own request, records and key)."""
+        o = self.spec.deletes.ids or {}
+        ids_request = RequestTemplate(o["request"], self.spec.name, "deletes.ids.request") if o.get("request") else None
+        listing = RecordsAt(o["records"], jmespath.compile(o["records"]).search) if o.get("records") else None
+        paths = o.get("key", self.spec.source.key)
+        getters = [make_getter(p) for p in ([paths] if isinstance(paths, str) else paths)]
+        call: Call | None = self.first_call(context(None, None), over=ids_request)
+        while call is not None:
+            resp, body, records = self._page(call, listing)
+            yield [tuple(g(rec) for g in getters) for rec in records]
+            call = self.paginator.following(call, resp, body, len(records))
 
     # -- the rest of the Source protocol -----------------------------------------------------------
     def count(self, window: Window) -> int | None:
