@@ -105,6 +105,7 @@ def run_options(f):
         click.option("--dry-run", is_flag=True, help="Fetch, map, validate and count; write nothing, not even SyncHistory."),
         click.option("--max-records", type=int, default=0, show_default=True, help="Stop after N records (0 = unlimited)."),
         click.option("--batch-size", type=int, default=None, help="Rows per bulk upsert (default: the spec's target.batch_size)."),
+        click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="Set a run parameter a spec declares (`params:`); repeatable. Running a folder, it applies to the specs that declare it."),
         click.option("--skip-validation", is_flag=True, help="Skip validators and record rules (types are still enforced)."),
         click.option("--debug", is_flag=True, help="Verbose logging, including the SQL sent and HTTP request URLs (secrets redacted); tracebacks of failures."),
         click.option("--verbose", "--test", "legacy_debug", is_flag=True, hidden=True, callback=_deprecated, expose_value=True),
@@ -124,9 +125,12 @@ def _make_options(kw: dict) -> RunOptions:
                       allow_mass_delete=bool(kw.get("allow_mass_delete")))
 
 
-def _load_all(paths: tuple[str, ...]):
-    """Every spec, or exit before anything is touched: 2 if an environment variable a spec needs
-    is not set (how the command was called), 1 for a broken spec."""
+def _load_all(paths: tuple[str, ...], params: tuple[str, ...] = ()):
+    """Every spec with the run parameters in effect, or exit before anything is touched: 2 if an
+    environment variable a spec needs is not set or a `--param` is bad (how the command was
+    called), 1 for a broken spec."""
+    from syncrunner.spec.params import ParamError, apply, parse_assignments
+
     specs, errors = [], []
     for path in find_specs(list(paths)):
         try:
@@ -137,7 +141,11 @@ def _load_all(paths: tuple[str, ...]):
         click.echo(str(e), err=True)
     if errors:
         sys.exit(EXIT_USAGE if any(e.missing_env for e in errors) else EXIT_FAILED)
-    return specs
+    try:
+        return apply(specs, parse_assignments(params))
+    except ParamError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
 
 
 @main.command()
@@ -190,7 +198,7 @@ def _run(paths: tuple[str, ...], only: tuple[str, ...], exclude: tuple[str, ...]
     except OptionError as e:
         raise click.UsageError(str(e)) from None
     target = resolve_target(kw["target_url"])
-    specs = _load_all(paths)
+    specs = _load_all(paths, kw["params"])
     try:
         specs = run_order(select(specs, only, exclude))
         for spec in specs:
@@ -250,7 +258,7 @@ def plan(spec_path: str, **kw) -> None:
     try:
         check_options(opts)
         target = resolve_target(kw["target_url"])
-        spec, = _load_all((spec_path,))
+        spec, = _load_all((spec_path,), kw["params"])
         check_options(opts, spec.source.timezone)
         check_spec_options(spec, opts)
     except OptionError as e:

@@ -105,12 +105,15 @@ class RequestTemplate:
 
 
 def context(since: Any, until: Any, since_exclusive: bool = False, tie_value: Any = None,
-            after_key: Any = None, start_date: Any = None, end_date: Any = None) -> dict:
+            after_key: Any = None, start_date: Any = None, end_date: Any = None,
+            params: dict | None = None, parent: dict | None = None) -> dict:
     """What request templates see. `start_date` / `end_date`: the run's --start-date / --end-date
-    when the cursor is an id (Window.start / end), for an API's creation-time filter."""
+    when the cursor is an id (Window.start / end), for an API's creation-time filter. `params`: the
+    run's parameters (`params.NAME`); `parent`: under `for_each`, the current parent's fields."""
     bounded = any(v is not None for v in (since, until, start_date, end_date))
     return {"since": since, "until": until, "window": bounded, "since_exclusive": since_exclusive,
-            "tie_value": tie_value, "after_key": after_key, "start_date": start_date, "end_date": end_date}
+            "tie_value": tie_value, "after_key": after_key, "start_date": start_date, "end_date": end_date,
+            "params": params or {}, "parent": parent}
 
 
 def dates(window: Any) -> dict:

@@ -76,6 +76,40 @@ def http_date(value: Any) -> str | None:
     return email.utils.format_datetime(value.astimezone(dt.timezone.utc), usegmt=True)
 
 
+MAX_DAYS = 3_660_000  # a larger step would leave the datetime range anyway
+
+
+def _when(value: Any) -> dt.date | None:
+    """A date or datetime, also from ISO text (a JSON record's timestamp); None stays None."""
+    if value is None or isinstance(value, jinja2.Undefined) or value == "":
+        return None
+    if isinstance(value, str):
+        text = value.strip().replace("Z", "+00:00")
+        return dt.datetime.fromisoformat(text) if "T" in text or " " in text else dt.date.fromisoformat(text)
+    if isinstance(value, dt.date):
+        return value
+    raise TypeError(f"expected a date or datetime, got {type(value).__name__}")
+
+
+def add_days(value: Any, days: Any) -> dt.date | None:
+    """A date or datetime `days` days later (negative: earlier); ISO text is read first."""
+    when = _when(value)
+    n = float(days)
+    if abs(n) > MAX_DAYS:
+        raise ValueError(f"add_days({days}) is out of range")
+    return None if when is None else when + dt.timedelta(days=n)
+
+
+def minus_days(value: Any, days: Any) -> dt.date | None:
+    return add_days(value, -float(days))
+
+
+def days_ago(days: Any) -> dt.datetime:
+    """Now (UTC, to the second) minus `days` days: a rolling bound such as the last 30 days."""
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    return add_days(now, -float(days))
+
+
 def from_json(value: Any) -> Any:
     """JSON text (a database column or an API field holding JSON) as its value; a value that is
     already a list or an object passes unchanged; null and empty text stay null."""
@@ -128,6 +162,7 @@ def _jinja_filter(name: str, usage: str, doc: str) -> Helper:
 FUNCTIONS: dict[str, Helper] = {
     "combine": Helper(combine, "combine(date, time)", "a date and a time of day (or a MySQL TIME) as one datetime"),
     "coalesce": Helper(coalesce, "coalesce(a, b, ...)", "the first value that is neither null nor empty"),
+    "days_ago": Helper(days_ago, "days_ago(30)", "now (UTC, to the second) minus that many days, as a datetime: a rolling bound"),
 }
 FILTERS: dict[str, Helper] = {
     "epoch_ms": Helper(epoch_ms, "since | epoch_ms", "a datetime as epoch milliseconds (naive = UTC); null stays null"),
@@ -141,6 +176,8 @@ FILTERS: dict[str, Helper] = {
                        "a JMESPath query on a JSON value (JSON text: parse it with from_json first)"),
     "odata_datetime": Helper(odata_datetime, "since | odata_datetime",
                              "an OData v2 `$filter` literal, datetime'2024-01-01T00:00:00' (UTC); null stays null"),
+    "add_days": Helper(add_days, "since | add_days(-7)", "a date or datetime (or ISO text) that many days later; negative: earlier; null stays null"),
+    "minus_days": Helper(minus_days, "since | minus_days(7)", "a date or datetime (or ISO text) that many days earlier; null stays null"),
     "abs": _jinja_filter("abs", "x | abs", "absolute value"),
     "capitalize": _jinja_filter("capitalize", "s | capitalize", "first letter upper case, the rest lower case"),
     "default": _jinja_filter("default", "x | default(y)", "y when x is undefined (`default(y, true)`: also when x is false or empty)"),

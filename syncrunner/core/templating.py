@@ -23,7 +23,7 @@ from syncrunner.core.templatevocab import FILTERS, FUNCTIONS, TESTS
 WINDOW_PARAMS = {"since": "sr_since", "until": "sr_until"}
 # what an HTTP request (or tie_break) template sees: core/requests.py context()
 REQUEST_VARIABLES = ("since", "until", "window", "since_exclusive", "tie_value", "after_key", "start_date",
-                     "end_date")
+                     "end_date", "params", "parent")
 _QUOTED_PLACEHOLDER = re.compile(r"'[^']*:sr_(since|until)\b[^']*'|\"[^\"]*:sr_(since|until)\b[^\"]*\"")
 MAX_SEQUENCE = 100_000   # longest string or list `*` may build
 MAX_POWER_BITS = 4_096   # largest integer `**` may build

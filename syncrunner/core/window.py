@@ -21,6 +21,7 @@ class Window:
     # creation-time filter) applies them. With a time cursor the dates are since/until instead.
     start: Any = None
     end: Any = None
+    params: dict | None = None     # the run parameters in effect (spec `params:`), JSON-safe
 
     @property
     def bounded(self) -> bool:
@@ -30,6 +31,8 @@ class Window:
         config = {"mode": self.mode, "since": iso_text(self.since), "until": iso_text(self.until)}
         if self.start is not None or self.end is not None:
             config |= {"start_date": iso_text(self.start), "end_date": iso_text(self.end)}
+        if self.params:  # a run with other parameter values reads other records: never resumed by it
+            config["params"] = self.params
         return config
 
 

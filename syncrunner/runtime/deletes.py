@@ -88,6 +88,10 @@ class DeleteSweep:
         if self.refused:
             self.routine = True  # every incremental run: expected, not worth a warning
             return
+        if self.spec.narrowed_by:  # asked for by the operator, maybe expecting a sweep: a warning
+            self.refused = (f"--param {', '.join(self.spec.narrowed_by)} narrows the fetch (not the "
+                            f"parameter's default): rows it does not read are not deleted upstream")
+            return
         self.seen.create(conn, checkfirst=True)
         if window.resume_run is not None and not self.two_pass:
             cp = (history.run_row(conn, window.resume_run).checkpoint or {})

@@ -325,6 +325,7 @@ class SyncRun:
             "flags": self.opts.flags(), "spec": self.spec.path, "spec_digest": self.spec.digest,
             "window": window.as_config(), "window_reason": window.reason,
             "resumed_from": window.resume_run, "host": socket.gethostname(), "pid": os.getpid(),
+            **({"params": window.params, "narrowed_by": self.spec.narrowed_by} if window.params else {}),
         }
 
     def _metrics(self, seconds: float) -> dict:

@@ -214,15 +214,15 @@ def finish_run(conn: sa.Connection, run_id: int, status: str, stats: Stats, *, e
 
 
 def last_completed(conn: sa.Connection, crm: str, entity: str) -> sa.Row | None:
-    """The latest run that finished (success or partial) over a window with no upper bound: its
-    watermark is where the next delta run starts."""
+    """The latest run that finished (success or partial) over a window with no upper bound and
+    with no run parameter narrowing its fetch: its watermark is where the next delta run starts."""
     h = sync_history.c
     rows = conn.execute(sa.select(sync_history).where(
         h.crm_source == crm, h.sync_type == entity, h.status.in_(COMPLETED)
     ).order_by(h.id.desc()).limit(20)).fetchall()
     for row in rows:
         window = (row.configuration or {}).get("window", {})
-        if not window.get("until"):
+        if not window.get("until") and not (row.configuration or {}).get("narrowed_by"):
             return row
     return None
 

@@ -14,6 +14,7 @@ from syncrunner.runtime.target import make_engine, target_exists
 from syncrunner.runtime.writer import Writer
 from syncrunner.sources.registry import make_source
 from syncrunner.spec.model import Spec, SpecError
+from syncrunner.spec.params import coerce, show
 
 
 def plan_text(spec: Spec, opts: RunOptions, target_url: str) -> str:
@@ -36,6 +37,7 @@ def plan_text(spec: Spec, opts: RunOptions, target_url: str) -> str:
         if note:
             lines.append(f"note:    {note}")
         lines.append(f"why:     {window.reason}")
+        lines += param_lines(spec)
         if window.position:
             lines.append(f"resume:  run {window.resume_run}'s checkpoint: after {describe_position(window.position)}")
         source = make_source(spec)
@@ -60,6 +62,20 @@ def plan_text(spec: Spec, opts: RunOptions, target_url: str) -> str:
     finally:
         engine.dispose()
     return redact("\n".join(lines))
+
+
+def param_lines(spec: Spec) -> list[str]:
+    """The run parameters in effect, each with its default and whether it narrows the fetch."""
+    if not spec.params:
+        return []
+    out = ["params:"]
+    narrowed = {n.split("=", 1)[0] for n in spec.narrowed_by}
+    for name, p in spec.params.items():
+        note = "narrows the fetch: no delete sweep" if name in narrowed else "default" \
+            if show(spec.param_values.get(name)) == show(coerce(p, p.default)) else "does not narrow"
+        out.append(f"  {name} = {show(spec.param_values.get(name)) or '(none)'} ({p.type}; {note})"
+                   + (f": {p.description}" if p.description else ""))
+    return out
 
 
 __all__ = ["plan_text", "SpecError"]

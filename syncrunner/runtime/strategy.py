@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from syncrunner.core.window import Window, iso_text
 from syncrunner.runtime import history
 from syncrunner.spec.model import Spec
+from syncrunner.spec.params import as_config as params_config
 
 TIME_CURSORS = ("datetime", "date")  # cursor types --start-date / --end-date can bound
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -129,6 +130,7 @@ def decide(spec: Spec, opts: RunOptions, conn: sa.Connection | None, *, dead_run
             window = Window("initial", "no completed SyncHistory run: fetching everything", until=until)
     if dated and spec.source.cursor:
         window.start, window.end = (start if window.mode == "since" else None), end
+    window.params = params_config(spec.param_values) or None
     if conn is not None:
         _attach_resume(window, spec, conn, dead_running)
     return window

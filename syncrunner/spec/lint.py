@@ -13,6 +13,7 @@ from syncrunner.core.mapping import plain_path
 from syncrunner.core.requests import RequestTemplate, context
 from syncrunner.core.templating import expression_problems, sql_template_problems, template_problems
 from syncrunner.spec.model import Problem, strings_in
+from syncrunner.spec.params import PARAM_TYPES, ParamError, ParamSpec, coerce
 from syncrunner.spec.yamlpos import Located
 
 
@@ -31,6 +32,7 @@ def semantic_problems(data: dict, loc: Located, fname: str) -> list:
     direct = _field_problems(fields, add)
     _key_problems(source, target, fields, direct, add)
     _source_problems(source, fields, direct, add)
+    _param_problems(data.get("params"), source, add)
     deletes = data.get("deletes")
     if isinstance(deletes, dict):
         _delete_problems(deletes, source, target, direct, add)
@@ -128,6 +130,40 @@ def _key_problems(source: dict, target: dict, fields: dict, direct: dict[str, st
             add(("target", "key"), f"target key '{k}' is not one of the fields")
         elif isinstance(k, str) and isinstance(fields.get(k), dict) and fields[k].get("type") == "json":
             add(("target", "key"), f"target key '{k}' cannot be a json field")
+
+
+def _param_problems(params: Any, source: dict, add: Add) -> None:
+    """Each parameter's default and choices read as its type would read a `--param`; a parameter
+    no request template uses is a warning (setting it would change nothing)."""
+    if not isinstance(params, dict):
+        return
+    for name, d in params.items():
+        if not isinstance(d, dict) or d.get("type") not in PARAM_TYPES:
+            continue
+        item_type = "string" if d["type"] == "list" else d["type"]
+        choices = d.get("choices") if isinstance(d.get("choices"), list) else None
+        for i, c in enumerate(choices or []):
+            try:
+                coerce(ParamSpec(name, item_type), c)
+            except ParamError as e:
+                add(("params", name, "choices", i), f"choice {e}")
+                choices = None
+        if "default" in d and d["default"] is not None:
+            try:
+                typed = tuple(coerce(ParamSpec(name, item_type), c) for c in choices) if choices else None
+                coerce(ParamSpec(name, d["type"], choices=typed), d["default"])
+            except ParamError as e:
+                add(("params", name, "default"), f"default {e}")
+        if not _uses_param(source, name):
+            add(("params", name), f"no request template uses params.{name}: setting it changes nothing "
+                                  f"(only HTTP request templates see params)", "warning")
+
+
+def _uses_param(source: dict, name: str) -> bool:
+    """Whether a request template mentions params.NAME (or params['NAME'])."""
+    parts = [source.get("request"), source.get("tie_break"), source.get("for_each")]
+    return any(re.search(rf"\bparams\s*(\.\s*{name}\b|\[\s*['\"]{name}['\"])", s)
+               for s in strings_in(parts))
 
 
 def _source_problems(source: dict, fields: dict, direct: dict[str, str], add: Add) -> None:
@@ -316,12 +352,15 @@ def http_template_problems(source: dict, cursor_type: str | None) -> list[tuple[
     """The request and tie_break templates, checked without rendering; only when every one passes
     is a tie_break rendered for a sample tie (tie_break_problems)."""
     problems = []
-    for block in ("request", "tie_break"):
-        if not isinstance(source.get(block), dict):
-            continue
+    blocks = [((block,), source[block]) for block in ("request", "tie_break") if isinstance(source.get(block), dict)]
+    levels = source.get("for_each") if isinstance(source.get("for_each"), list) else []
+    blocks += [(("for_each", i, "request"), lv["request"]) for i, lv in enumerate(levels)
+               if isinstance(lv, dict) and isinstance(lv.get("request"), dict)]
+    for where, block in blocks:
         for part in ("path", "params", "headers", "json", "xml"):
-            for path, text in _template_strings(source[block].get(part), (block, part)):
+            for path, text in _template_strings(block.get(part), where + (part,)):
                 problems += [(path, msg) for msg in template_problems(text)]
+    problems += for_each_problems(source)
     if not problems and isinstance(source.get("tie_break"), dict):
         problems = tie_break_problems(source, cursor_type)
     problems += xml_problems(source)
@@ -356,6 +395,37 @@ def xml_problems(source: dict) -> list[tuple[tuple, str]]:
     if paging.get("type") in ("cursor", "next_url") or paging.get("total") or paging.get("total_pages"):
         problems.append((("pagination",), "an XML response cannot be read by a jmespath: use none, page, "
                                           "offset (without total) or link_header"))
+    return problems
+
+
+def for_each_problems(source: dict) -> list[tuple[tuple, str]]:
+    """Each parent level lists parents one way; `parent` is only defined under a for_each; the
+    per-parent listing has no order across parents, so no sorted paging or tie listing."""
+    levels = source.get("for_each")
+    problems: list[tuple[tuple, str]] = []
+    if not isinstance(levels, list):
+        used = request_variables([source.get("request"), source.get("tie_break")])
+        if isinstance(used, set) and "parent" in used:
+            problems.append((("request",), "templates use parent, which only for_each defines"))
+        return problems
+    for key in ("sorted_by_cursor", "tie_break"):
+        if source.get(key) not in (None, False):
+            problems.append(((key,), f"{key} cannot be combined with for_each (each parent's listing is "
+                                     f"ordered on its own; no order runs across parents)"))
+    for i, lv in enumerate(levels):
+        if not isinstance(lv, dict):
+            continue
+        if ("items" in lv) == ("request" in lv):
+            problems.append((("for_each", i), "a parent level has either items (a literal list) or a request"))
+        elif "request" in lv and "records" not in lv:
+            problems.append((("for_each", i), "records is missing (jmespath to the parents in a response; "
+                                              "'@' for a bare list)"))
+        elif "items" in lv and ({"records", "pagination"} & set(lv)):
+            problems.append((("for_each", i), "records and pagination go with a request, not with items"))
+        if i == 0 and "request" in lv:
+            used = request_variables(lv["request"])
+            if isinstance(used, set) and "parent" in used:
+                problems.append((("for_each", 0, "request"), "the first level has no parent to see"))
     return problems
 
 

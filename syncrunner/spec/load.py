@@ -219,6 +219,9 @@ def _as_list(value: Any) -> list[str]:
 
 
 def _build(data: dict, fname: str, text: str) -> Spec:
+    from syncrunner.spec.params import defaults, from_data
+
+    params = from_data(data.get("params"))
     src = data["source"]
     tgt = data["target"]
     fields = {}
@@ -251,6 +254,7 @@ def _build(data: dict, fname: str, text: str) -> Spec:
         deletes=dspec,
         digest=hashlib.sha256(text.encode()).hexdigest()[:16],
         description=data.get("description", ""),
+        params=params, param_values=defaults(params),
     )
 
 

@@ -2,9 +2,11 @@
 that every check reports. No loading, no I/O: a mapping worker unpickles these."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Mapping
+
+from syncrunner.spec.params import narrowing
 
 FIELD_TYPES = ("string", "integer", "decimal", "boolean", "date", "datetime", "time", "json")
 
@@ -110,6 +112,13 @@ class Spec:
     deletes: DeleteSpec
     digest: str
     description: str = ""
+    params: dict = field(default_factory=dict)        # name -> spec.params.ParamSpec (declared)
+    param_values: dict = field(default_factory=dict)  # name -> the value in effect for this run
+
+    @property
+    def narrowed_by(self) -> list[str]:
+        """`NAME=VALUE` of each run parameter whose value narrows the fetch (spec/params.py)."""
+        return narrowing(self.params, self.param_values)
 
     @property
     def name(self) -> str:

@@ -41,14 +41,16 @@ from syncrunner.sources.http.auth import Auth
 from syncrunner.sources.http.client import Call, HttpClient, HttpSourceError, RateLimiter, RetryPolicy
 from syncrunner.sources.http.cursor import CursorState, key_order
 from syncrunner.sources.http import xmlresponse
+from syncrunner.sources.http.foreach import ForEach
 from syncrunner.sources.http.pagepool import page_pool
-from syncrunner.sources.http.paging import paginator
+from syncrunner.sources.http.paging import Paginator, paginator
 from syncrunner.sources.http.ratelimit import RateHeaders
 from syncrunner.sources.http.records import RecordsAt, RecordsError
 from syncrunner.sources.http.rows import RowsError, RowTable
 from syncrunner.sources.http.xmlresponse import XmlRecords
 from syncrunner.sources.streaming import CursorReader, chunked, in_window, key_getter
 from syncrunner.spec.model import Spec
+from syncrunner.spec.params import as_config as params_config
 
 log = logging.getLogger("syncrunner.http")
 DEFAULT_MAX_PAGES = 100_000
@@ -83,6 +85,8 @@ class HttpSource:
         self.max_pages = int(o.get("max_pages", DEFAULT_MAX_PAGES))
         self.sorted = bool(o.get("sorted_by_cursor", False))
         self.from_cursor = self.sorted and o.get("next_page", "from_cursor") == "from_cursor"
+        self.params = spec.param_values
+        self.for_each = ForEach(o["for_each"], self.base_url, spec.name) if o.get("for_each") else None
         self.cursor = CursorReader.for_spec(spec)
         self.key = key_getter(spec)
         self.key_order = key_order(spec)
@@ -92,18 +96,29 @@ class HttpSource:
     # -- requests --------------------------------------------------------------------------------
     def first_call(self, ctx: dict, tie: bool = False, over: RequestTemplate | None = None) -> Call:
         """The first call of a query: the request, with the tie_break (or `over`) on top."""
-        over = self.tie if tie else over
-        parts = self.request.render(ctx)
+        return self.call_for(self.request, self.paginator, ctx, self.tie if tie else over)
+
+    def call_for(self, request: RequestTemplate, paginator: Paginator, ctx: dict,
+                 over: RequestTemplate | None = None) -> Call:
+        """The first call of a request (the main one, a for_each level's), `over`'s parts on top."""
+        parts = request.render(ctx)
         if over is not None:
             parts = parts.under(over.render(ctx))
         path = parts.path or ""
         url = path if "://" in path else f"{self.base_url}/{path.lstrip('/')}"
         # numbered within the run (a sorted source starts a fresh query for every page)
-        return self.paginator.first(Call(parts.method or "GET", url, parts.params, parts.body, parts.headers,
-                                         page=self.pages + 1, data=parts.data))
+        return paginator.first(Call(parts.method or "GET", url, parts.params, parts.body, parts.headers,
+                                    page=self.pages + 1, data=parts.data))
 
-    def _page(self, call: Call, records: RecordsAt | None = None) -> tuple[requests.Response, Any, list[dict]]:
-        """One page: its response, body and records (where `records` says, default the spec's)."""
+    def ctx(self, window: Window, since: Any, until: Any, **kw: Any) -> dict:
+        """The template context of a request of this run: its window's bounds and dates, and its
+        parameters."""
+        return context(since, until, params=self.params, **dates(window), **kw)
+
+    def _page(self, call: Call, records: RecordsAt | None = None, pooled: bool = True
+              ) -> tuple[requests.Response, Any, list[dict]]:
+        """One page: its response, body and records (where `records` says, default the spec's).
+        `pooled`: through the page pool (a for_each level's listing is not what it guesses)."""
         listing = records or self.records
         self.pages += 1
         if self.pages > self.max_pages:
@@ -111,7 +126,8 @@ class HttpSource:
                                   f"(at {call.display(self.auth)}); raise max_pages if that is expected")
         if self.xml is not None:
             return self._xml_page(call)
-        resp, body = self.pool.send(call) if self.pool is not None else self.client.send_json(call)
+        pooled = pooled and self.pool is not None
+        resp, body = self.pool.send(call) if pooled else self.client.send_json(call)
         self.metrics.extra["pages"] = self.pages
         self.metrics.extra["rate_limit_wait_seconds"] = round(self.limiter.waited, 2)
         where = f"page {call.page} of {call.display(self.auth)}"
@@ -142,10 +158,11 @@ class HttpSource:
     # -- streaming -------------------------------------------------------------------------------
     def chunks(self, window: Window, position: dict | None, limit: int = 0) -> Iterator[Chunk]:
         state = CursorState.from_position(position) if self.sorted else CursorState()
-        if position and not self.sorted:
+        if position and not self.sorted and self.for_each is None:
             log.info("%s: resuming from the start (an unsorted HTTP source has no exact checkpoint)",
                      self.spec.name)
-        yield from chunked(self._stream(window, state), self._position(state),
+        stream = self._stream(window, state) if self.for_each is None else self._per_parent(window, position)
+        yield from chunked(stream, self._position(state),
                            self.spec.source.chunk_size, limit)
         if self.pool is not None:
             self.pool.drop_guesses()
@@ -154,6 +171,8 @@ class HttpSource:
     def _position(self, state: CursorState) -> Callable[[], dict]:
         if self.sorted:
             return lambda: state.position(self.key_order)
+        if self.for_each is not None:
+            return self.for_each.position
         return lambda: {"pages": self.pages}
 
     def _stream(self, window: Window, state: CursorState) -> Iterator[dict]:
@@ -163,8 +182,8 @@ class HttpSource:
             self.metrics.queries += 1
             if state.tie:
                 before = state.after_key
-                call = self.first_call(context(window.since, window.until, tie_value=state.cursor,
-                                               after_key=state.after_key, **dates(window)), tie=True)
+                call = self.first_call(self.ctx(window, window.since, window.until, tie_value=state.cursor,
+                                                after_key=state.after_key), tie=True)
                 self._count("tie_break_queries")
                 ended = yield from self._query(call, self._accept_tie(state), self._tie_next)
                 if ended == DONE:
@@ -174,7 +193,7 @@ class HttpSource:
                                           f"{state.cursor} returned a full page without passing a key")
                 continue
             since, exclusive = state.since(window.since)
-            call = self.first_call(context(since, window.until, since_exclusive=exclusive, **dates(window)))
+            call = self.first_call(self.ctx(window, since, window.until, since_exclusive=exclusive))
             ended = yield from self._query(call, self._accept(window, state), self._main_next(state))
             if ended == DONE:
                 return
@@ -184,6 +203,27 @@ class HttpSource:
                 state.start_tie()
             else:
                 self._count("page_requeries")
+
+    def _per_parent(self, window: Window, position: dict | None) -> Iterator[dict]:
+        """for_each: the main request once per parent, each record with its parent's fields."""
+        fe, accept = self.for_each, self._accept(window, CursorState())
+        for fe.index, fe.current in fe.resumed(self._listing, lambda p: self.ctx(window, window.since, window.until,
+                                                                                  parent=p), position):
+            self.metrics.queries += 1
+            call = self.first_call(self.ctx(window, window.since, window.until, parent=fe.current))
+            for rec in self._query(call, accept, None):
+                rec["parent"] = fe.current
+                yield rec
+
+    def _listing(self, request: RequestTemplate, paginator: Paginator, records: RecordsAt,
+                 ctx: dict) -> Iterator[dict]:
+        """A for_each level's records (its parents), page by page."""
+        call: Call | None = self.call_for(request, paginator, ctx)
+        while call is not None:
+            resp, body, found = self._page(call, records, pooled=False)
+            self._count("parent_pages")
+            yield from found
+            call = paginator.following(call, resp, body, len(found))
 
     def _main_next(self, state: CursorState) -> Callable[[list[dict]], str | None] | None:
         """After a full page of a main query (from_cursor): query again from the last cursor value,
@@ -328,7 +368,7 @@ class HttpSource:
         listing = RecordsAt(o["records"], jmespath.compile(o["records"]).search) if o.get("records") else None
         paths = o.get("key", self.spec.source.key)
         getters = [make_getter(p) for p in ([paths] if isinstance(paths, str) else paths)]
-        call: Call | None = self.first_call(context(None, None), over=ids_request)
+        call: Call | None = self.first_call(context(None, None, params=self.params), over=ids_request)
         while call is not None:
             resp, body, records = self._page(call, listing)
             yield [tuple(g(rec) for g in getters) for rec in records]
@@ -337,15 +377,15 @@ class HttpSource:
     # -- the rest of the Source protocol -----------------------------------------------------------
     def count(self, window: Window) -> int | None:
         """The API's own count of the window (spec `total:`), from one request for the first page."""
-        if self.total is None:
+        if self.total is None or self.for_each is not None:
             return None
-        _, body, _ = self._page(self.first_call(context(window.since, window.until, **dates(window))))
+        _, body, _ = self._page(self.first_call(self.ctx(window, window.since, window.until)))
         self.pages = 0  # the real pass starts its page count (and max_pages) afresh
         value = self.total(body)
         return int(value) if isinstance(value, (int, float, str)) and str(value).isdigit() else None
 
     def describe(self, window: Window) -> dict:
-        call = self.first_call(context(window.since, window.until, **dates(window)))
+        call = self.first_call(self.ctx(window, window.since, window.until, parent=_Placeholders()))
         body = {"xml": redact(call.data)} if call.data is not None else {
             "json": json.loads(redact(json.dumps(call.json)))}
         return {"request": call.display(self.auth), "headers": json.loads(redact(json.dumps(call.headers))),
@@ -353,7 +393,21 @@ class HttpSource:
                 "pagination": self.paginator.type, "page_concurrency": self.concurrency,
                 "rows": self.spec.source.options.get("rows"),
                 "rate_limit_per_second": self.limiter.per_second,
-                "max_results_per_query": self.cap, "tie_break": self.tie is not None}
+                "max_results_per_query": self.cap, "tie_break": self.tie is not None,
+                **({"for_each": self._describe_parents(window)} if self.for_each is not None else {}),
+                **({"params": params_config(self.params)} if self.params else {})}
+
+    def _describe_parents(self, window: Window) -> list:
+        """Each for_each level: its literal parents, or its first request (outer parents as placeholders)."""
+        out = []
+        for i, lv in enumerate(self.for_each.levels):
+            if lv.items is not None:
+                out.append({"items": lv.items})
+                continue
+            ctx = self.ctx(window, window.since, window.until, parent=_Placeholders() if i else None)
+            out.append({"request": self.call_for(lv.request, lv.paginator, ctx).display(self.auth),
+                        "records": lv.records.expr})
+        return out
 
     def close(self) -> None:
         if self.pool is not None:
@@ -363,3 +417,10 @@ class HttpSource:
 
     def __repr__(self) -> str:
         return redact(f"HttpSource({self.base_url})")
+
+
+class _Placeholders(dict):
+    """`parent` for describing a for_each request (plan): each field shows as {parent.NAME}."""
+
+    def __missing__(self, key: str) -> str:
+        return f"{{parent.{key}}}"
