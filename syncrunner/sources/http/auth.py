@@ -56,6 +56,12 @@ class Auth:
             register_secret(value)
             register_auth_name(name)
             return cls(kind, headers={name: value}, label=f"{name} header{where}")
+        if kind == "headers":
+            headers = {str(k): str(v) for k, v in options["headers"].items()}
+            for name, value in headers.items():
+                register_secret(value)
+                register_auth_name(name)
+            return cls(kind, headers=headers, label=f"{' + '.join(headers)} headers{where}")
         if kind == "basic":
             user, password = str(options["username"]), str(options.get("password", ""))
             register_basic_auth(user, password)
@@ -130,7 +136,8 @@ def _env_names(spec_path: str | None) -> list[str]:
     except (OSError, yaml.YAMLError, KeyError, TypeError):
         return []
     names: list[str] = []
-    for key, value in auth.items():
-        if key != "type" and isinstance(value, str):
+    values = [v for k, v in auth.items() if k not in ("type", "headers")] + list((auth.get("headers") or {}).values())
+    for value in values:
+        if isinstance(value, str):
             names += [n for n in _REF.findall(value) if n not in names]
     return names

@@ -9,7 +9,8 @@ misdescribed API ends instead of looping.
     none         one request
     cursor       a token from the body (`next`, jmespath) goes into `param`; or several tokens,
                  `next: {param: path, ...}`, each into its own parameter
-    page         `param` = 1, 2, 3 ... until `total_pages` (jmespath), a false `more` flag or an empty page
+    page         `param` = 1, 2, 3 ... until `total_pages` (jmespath), a false `more` flag, a page
+                 shorter than `page_size`, or an empty page
     offset       `param` advances by the records received (or is `next_start` from the body), until
                  `total` (jmespath), a false `more` flag or an empty page
     next_url     follow the URL found at `next` in the body, unmodified
@@ -131,17 +132,21 @@ class PagePaging(Paginator):
     start: int
     total_pages: Callable[[Any], Any] | None
     more: Callable[[Any], Any] | None = None
+    page_size: int | None = None  # a shorter page is the last (APIs that send no count)
 
     @classmethod
     def from_options(cls, o: dict, base_url: str, has_json_body: bool) -> "PagePaging":
         return cls(Place.from_options(o, "page", has_json_body), int(o.get("start", 1)),
-                   _path(o.get("total_pages")), _path(o.get("more")))
+                   _path(o.get("total_pages")), _path(o.get("more")),
+                   int(o["page_size"]) if o.get("page_size") else None)
 
     def first(self, call: Call) -> Call:
         return self.place.put(call, self.start, call.page)
 
     def next_call(self, call: Call, resp: requests.Response, body: Any, n_records: int) -> Call | None:
         current = int(self.place.get(call))
+        if self.page_size is not None and n_records < self.page_size:
+            return None
         total = self.total_pages(body) if self.total_pages else None
         if _no_more(self.more, body) or (total is not None and current >= int(total)):
             return None
