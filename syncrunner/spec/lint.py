@@ -403,6 +403,8 @@ def for_each_problems(source: dict) -> list[tuple[tuple, str]]:
     per-parent listing has no order across parents, so no sorted paging or tie listing."""
     levels = source.get("for_each")
     problems: list[tuple[tuple, str]] = []
+    if source.get("skip_parent_on") and not isinstance(levels, list):
+        problems.append((("skip_parent_on",), "skip_parent_on needs for_each (there is no parent to skip)"))
     if not isinstance(levels, list):
         used = request_variables([source.get("request"), source.get("tie_break")])
         if isinstance(used, set) and "parent" in used:

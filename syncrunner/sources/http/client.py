@@ -28,8 +28,9 @@ TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 class HttpSourceError(Exception):
     """An HTTP source failure the run cannot get past; the message is already redacted."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, status: int | None = None):
         super().__init__(redact(message))
+        self.status = status  # the HTTP status that ended it, when one did
 
 
 @dataclass
@@ -226,7 +227,8 @@ class HttpClient:
                 f"{self.name}: HTTP {resp.status_code} from {where}: the API refused the "
                 f"{self.auth.label}; check that credential (not retried). Response: {_body(resp)}")
         if resp.status_code not in TRANSIENT_STATUS:
-            raise HttpSourceError(f"{self.name}: HTTP {resp.status_code} from {where}: {_body(resp)}")
+            raise HttpSourceError(f"{self.name}: HTTP {resp.status_code} from {where}: {_body(resp)}",
+                                  resp.status_code)
         retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         if resp.status_code == 429:
             with self.lock:
@@ -261,7 +263,8 @@ class HttpClient:
             return
         hint = (f"; the API refused the {self.auth.label}: check that credential (not retried)"
                 if resp.status_code in (401, 403) else " (not retried)")
-        raise HttpSourceError(f"{self.name}: HTTP {resp.status_code} from {where}: {redact(answer)}{hint}")
+        raise HttpSourceError(f"{self.name}: HTTP {resp.status_code} from {where}: {redact(answer)}{hint}",
+                              resp.status_code)
 
     def _note_retry(self, cause: str, detail: str) -> None:
         """Retries are routine: the first of each cause is logged at INFO, the rest at DEBUG, and

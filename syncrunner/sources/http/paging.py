@@ -125,7 +125,8 @@ def _no_more(more: Callable[[Any], Any] | None, body: Any) -> bool:
 
 @dataclass
 class PagePaging(Paginator):
-    """Page numbers from `start`, until `total_pages`, a false `more` flag, or an empty page."""
+    """Page numbers from `start`, until `total_pages`, a false `more` flag, a page shorter than
+    `page_size`, or an empty page."""
 
     type: ClassVar[str] = "page"
     place: Place

@@ -86,6 +86,7 @@ class HttpSource:
         self.sorted = bool(o.get("sorted_by_cursor", False))
         self.from_cursor = self.sorted and o.get("next_page", "from_cursor") == "from_cursor"
         self.params = spec.param_values
+        self.gone_statuses = set(o.get("skip_parent_on") or ())
         self.for_each = ForEach(o["for_each"], self.base_url, spec.name) if o.get("for_each") else None
         self.cursor = CursorReader.for_spec(spec)
         self.key = key_getter(spec)
@@ -211,9 +212,15 @@ class HttpSource:
                                                                                   parent=p), position):
             self.metrics.queries += 1
             call = self.first_call(self.ctx(window, window.since, window.until, parent=fe.current))
-            for rec in self._query(call, accept, None):
-                rec["parent"] = fe.current
-                yield rec
+            try:
+                for rec in self._query(call, accept, None):
+                    rec["parent"] = fe.current
+                    yield rec
+            except HttpSourceError as e:
+                if e.status not in self.gone_statuses:
+                    raise
+                self._count("parents_gone")
+                log.warning("%s: parent %s is gone (HTTP %s): skipped", self.spec.name, fe.current, e.status)
 
     def _listing(self, request: RequestTemplate, paginator: Paginator, records: RecordsAt,
                  ctx: dict) -> Iterator[dict]:
