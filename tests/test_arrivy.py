@@ -356,3 +356,18 @@ def test_known_trap_a_task_rescheduled_between_pages_is_missed_by_that_run_only(
     assert run_cli(arrivy, pg_url, path=SPECS / "tasks.yaml").exit_code == 0
     assert rows(pg_url, "SELECT COUNT(*) FROM arrivy_tasks WHERE deleted_at IS NOT NULL")[0][0] == 0
     assert landed(pg_url, ("tasks",))["tasks"] == upstream(arrivy)["tasks"]
+
+
+def test_for_each_resume_continues_at_its_parent_only_while_it_is_at_its_place(caplog):
+    from syncrunner.sources.http.foreach import ForEach
+
+    fe = ForEach([{"items": [{"a": 1}, {"a": 2}]}, {"items": [{"b": "x"}, {"b": "y"}]}], "http://h", "t.e")
+    everything = list(fe.resumed(None, lambda p: {}, None))
+    assert everything == [(0, {"a": 1, "b": "x"}), (1, {"a": 1, "b": "y"}), (2, {"a": 2, "b": "x"}),
+                          (3, {"a": 2, "b": "y"})]
+    caplog.set_level(logging.INFO)
+    assert list(fe.resumed(None, lambda p: {}, {"parent_index": 2, "parent": {"a": 2, "b": "x"}})) == everything[2:]
+    assert "resuming at parent 3 (a=2, b=x)" in caplog.text
+    moved = {"parent_index": 2, "parent": {"a": 9, "b": "x"}}  # the listing changed since the checkpoint
+    assert list(fe.resumed(None, lambda p: {}, moved)) == everything
+    assert "no longer at its place: starting from the first parent" in caplog.text
