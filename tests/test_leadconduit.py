@@ -159,13 +159,18 @@ def test_start_date_goes_to_the_api_start_filter(fake, pg_url):
     assert plan.exit_code == 0, plan.output
     assert "start_date=2025-04-10T00:00:00+00:00" in plan.output
     assert "start=2025-04-10T00%3A00%3A00%2B00%3A00" in plan.output
+    fake.reset_log()
+    dry = cli(fake, "run", "--target", pg_url, "--start-date", "2025-04-11", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "--start-date 2025-04-11 (the cursor id is an id: the request's start_date filter selects)" in dry.output
+    assert all(q["start"] == "2025-04-11T00:00:00+00:00" for q in queries(fake))
 
 
 def test_start_date_is_refused_when_the_request_cannot_send_it(fake, pg_url, tmp_path):
     folder = spec_copy(tmp_path, drop_params=("start", "end"))
-    for command in ("run", "plan"):
+    for command, *more in (("run",), ("run", "--dry-run"), ("plan",)):
         target = folder if command == "run" else folder / "events.yaml"
-        res = cli(fake, command, "--target", pg_url, "--start-date", "2025-04-10", specs=target)
+        res = cli(fake, command, "--target", pg_url, "--start-date", "2025-04-10", *more, specs=target)
         assert res.exit_code == 2, res.output
         error = [line for line in res.output.splitlines() if line.startswith("Error:")]
         assert len(error) == 1 and "events.yaml: --start-date cannot select leadconduit.events" in error[0]
