@@ -13,7 +13,7 @@ from syncrunner.core.mapping import plain_path
 from syncrunner.core.requests import RequestTemplate, context
 from syncrunner.core.templating import expression_problems, sql_template_problems, template_problems
 from syncrunner.spec.model import Problem, strings_in
-from syncrunner.spec.params import PARAM_TYPES, ParamError, ParamSpec, coerce
+from syncrunner.spec.lintparams import param_problems
 from syncrunner.spec.yamlpos import Located
 
 
@@ -32,7 +32,7 @@ def semantic_problems(data: dict, loc: Located, fname: str) -> list:
     direct = _field_problems(fields, add)
     _key_problems(source, target, fields, direct, add)
     _source_problems(source, fields, direct, add)
-    _param_problems(data.get("params"), source, add)
+    param_problems(data.get("params"), source, add)
     deletes = data.get("deletes")
     if isinstance(deletes, dict):
         _delete_problems(deletes, source, target, direct, add)
@@ -130,40 +130,6 @@ def _key_problems(source: dict, target: dict, fields: dict, direct: dict[str, st
             add(("target", "key"), f"target key '{k}' is not one of the fields")
         elif isinstance(k, str) and isinstance(fields.get(k), dict) and fields[k].get("type") == "json":
             add(("target", "key"), f"target key '{k}' cannot be a json field")
-
-
-def _param_problems(params: Any, source: dict, add: Add) -> None:
-    """Each parameter's default and choices read as its type would read a `--param`; a parameter
-    no request template uses is a warning (setting it would change nothing)."""
-    if not isinstance(params, dict):
-        return
-    for name, d in params.items():
-        if not isinstance(d, dict) or d.get("type") not in PARAM_TYPES:
-            continue
-        item_type = "string" if d["type"] == "list" else d["type"]
-        choices = d.get("choices") if isinstance(d.get("choices"), list) else None
-        for i, c in enumerate(choices or []):
-            try:
-                coerce(ParamSpec(name, item_type), c)
-            except ParamError as e:
-                add(("params", name, "choices", i), f"choice {e}")
-                choices = None
-        if "default" in d and d["default"] is not None:
-            try:
-                typed = tuple(coerce(ParamSpec(name, item_type), c) for c in choices) if choices else None
-                coerce(ParamSpec(name, d["type"], choices=typed), d["default"])
-            except ParamError as e:
-                add(("params", name, "default"), f"default {e}")
-        if not _uses_param(source, name):
-            add(("params", name), f"no request template uses params.{name}: setting it changes nothing "
-                                  f"(only HTTP request templates see params)", "warning")
-
-
-def _uses_param(source: dict, name: str) -> bool:
-    """Whether a request template mentions params.NAME (or params['NAME'])."""
-    parts = [source.get("request"), source.get("tie_break"), source.get("for_each")]
-    return any(re.search(rf"\bparams\s*(\.\s*{name}\b|\[\s*['\"]{name}['\"])", s)
-               for s in strings_in(parts))
 
 
 def _source_problems(source: dict, fields: dict, direct: dict[str, str], add: Add) -> None:
