@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 import time
 
 import pytest
@@ -107,16 +108,29 @@ def test_a_run_waits_for_a_free_slot_and_says_so(tmp_path, mysql_url, sqlite_url
     for g in holders:
         g.acquire(0)
     proc = cli_start("run", spec, env=cli_env(mysql_url, sqlite_url, SYNCRUNNER_MAX_CONCURRENT=2))
+    lines: list[str] = []
+    waiting = threading.Event()
+
+    def read() -> None:  # the run's output, as it comes: no guess at how long start-up takes
+        for line in proc.stdout:
+            lines.append(line)
+            if "waiting for a free run slot (limit 2)" in line:
+                waiting.set()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
-        time.sleep(3)  # longer than the 1 s after which a waiting run says so
+        deadline = time.monotonic() + 120  # it says so after 1 s without a slot
+        while not waiting.wait(0.2) and reader.is_alive() and time.monotonic() < deadline:
+            pass
+        assert waiting.is_set(), "".join(lines)
         assert proc.poll() is None  # still waiting: no slot
     finally:
         holders[0].release()
-    code, text = _finish([proc])[0]
+    code = proc.wait(180)
+    reader.join(10)
     holders[1].release()
     engine.dispose()
-    assert code == 0, text
-    assert "waiting for a free run slot (limit 2)" in text
+    assert code == 0, "".join(lines)
     assert history(sqlite_url)[-1].status == "success"
 
 
