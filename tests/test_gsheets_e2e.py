@@ -178,6 +178,12 @@ def test_a_bad_token_is_a_clear_error_and_no_secret_is_printed(sheets, key_file,
     body = [line for line in pem.splitlines() if "PRIVATE KEY" not in line]
     assert not any(line in out for line in body) and "0123456789abcdef0123" not in out
 
+    # a key file that is not there: the run fails (recorded), naming the variable to check
+    res = run_folder(pg_url, env_for(sheets, tmp_path / "missing.json"), SPECS / "campaigns.yaml")
+    assert res.returncode == 1
+    assert "cannot read the service-account key file (from ${GOOGLE_APPLICATION_CREDENTIALS})" in res.stderr
+    assert rows(pg_url, "SELECT status FROM sync_history ORDER BY id DESC LIMIT 1")[0][0] == "failed"
+
 
 def test_quota_429_is_retried_and_an_empty_sheet_is_a_clear_error(sheets, key_file, pg_url):
     seed(sheets)

@@ -16,23 +16,29 @@ class GoogleAuthError(Exception):
 
 
 class ServiceAccountToken:
-    """Callable: the current access token, fetched or renewed when needed."""
+    """Callable: the current access token, fetched or renewed when needed. The key file is read at
+    the first request, so a missing or broken one fails the run like a refused credential (recorded
+    in SyncHistory), not while the run is being set up."""
 
     def __init__(self, key_file: str, scopes: list[str], label: str):
-        self.label = label
+        self.key_file, self.scopes, self.label = key_file, scopes, label
+        self.credentials = None
+
+    def _load(self):
         try:
             from google.oauth2 import service_account
         except ImportError:
             raise GoogleAuthError("auth type google_service_account needs google-auth: "
                                   "pip install 'syncrunner[google]'") from None
-        info = _read_key(key_file, label)
+        info = _read_key(self.key_file, self.label)
         try:
-            self.credentials = service_account.Credentials.from_service_account_info(info, scopes=scopes)
+            return service_account.Credentials.from_service_account_info(info, scopes=self.scopes)
         except (ValueError, KeyError) as e:
-            raise GoogleAuthError(f"the service-account key file {key_file} ({label}) is not usable: "
-                                  f"{_safe(e)}") from None
+            raise GoogleAuthError(f"the {self.label} at {self.key_file} is not usable: {_safe(e)}") from None
 
     def __call__(self) -> str:
+        if self.credentials is None:
+            self.credentials = self._load()
         creds = self.credentials
         if not creds.valid:
             from google.auth.exceptions import GoogleAuthError as _Err
@@ -49,14 +55,13 @@ def _read_key(key_file: str, label: str) -> dict:
     try:
         text = Path(key_file).read_text(encoding="utf-8")
     except OSError as e:
-        raise GoogleAuthError(f"cannot read the service-account key file {key_file} ({label}): "
-                              f"{e.strerror}") from None
+        raise GoogleAuthError(f"cannot read the {label} at {key_file}: {e.strerror}") from None
     try:
         info = json.loads(text)
     except ValueError:
-        raise GoogleAuthError(f"the service-account key file {key_file} ({label}) is not JSON") from None
+        raise GoogleAuthError(f"the {label} at {key_file} is not JSON") from None
     if not isinstance(info, dict) or info.get("type") != "service_account":
-        raise GoogleAuthError(f"the key file {key_file} ({label}) is not a service-account key "
+        raise GoogleAuthError(f"the {label} at {key_file} is not a service-account key "
                               f"(\"type\": \"service_account\")")
     # each line of the PEM body is a secret (the whole PEM contains them, in any encoding of it;
     # one 1,700-character secret would make the redactor's pattern needlessly deep)
