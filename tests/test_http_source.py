@@ -384,13 +384,16 @@ def test_hubspot_429_bursts_honour_retry_after(hubspot, sqlite_url, caplog):
 
 
 def test_client_rate_limit_keeps_under_the_api_limit(hubspot, sqlite_url):
-    seed_contacts(hubspot, 2_000)  # 10 pages: 9 waits of 1/8 s
+    seed_contacts(hubspot, 2_000)  # 10 pages: sent at least 9/4 s apart from first to last
     hubspot.search_rate_limit = 10
-    spec = hubspot_spec(hubspot, rate_limit={"per_second": 8})
+    spec = hubspot_spec(hubspot, rate_limit={"per_second": 4})
     result = run(spec, sqlite_url)
     assert result.status == "success", result.error
     assert hubspot.counters.throttled == 0
-    assert metrics(sqlite_url)["rate_limit_wait_seconds"] > 0.5
+    # seen by the server (answer times), so a slow machine cannot pass the budget off as waits;
+    # unlimited, the ten pages take about 0.2 s here
+    times = [e.at for e in hubspot.log]
+    assert len(times) >= 10 and times[-1] - times[0] > 1.5
 
 
 def test_wrong_token_fails_fast_clearly_and_writes_nothing(hubspot, target, caplog):
