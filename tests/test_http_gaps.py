@@ -194,3 +194,11 @@ def test_a_keyed_listing_that_is_not_an_object_names_the_page(api, tmp_path, sql
     result = run(path, sqlite_url)
     assert result.status == "failed"
     assert f"page 1 of GET {api.base_url}/histories?page=1: 'meta' is not a list of objects" in result.error
+
+
+def test_lint_warns_when_no_field_reads_the_copied_key(api, tmp_path):
+    path = tmp_path / "h.yaml"
+    path.write_text(HISTORY_SPEC.format(base=api.base_url, by_key="{key_field: lead_no, values: lists}"))
+    spec, problems = check_spec(path)
+    assert [(p.key, p.line, p.severity) for p in problems if "no field reads it" in p.message] == [
+        ("source.records_by_key.key_field", 8, "warning")]

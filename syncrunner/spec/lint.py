@@ -164,6 +164,7 @@ def _source_problems(source: dict, fields: dict, direct: dict[str, str], add: Ad
         for param, expr in (tokens.items() if isinstance(tokens, dict) else []):
             if isinstance(expr, str) and (msg := _jmespath_problem(expr)):
                 add(("source", "pagination", "next", param), msg)
+        _keyed_problems(source, fields, direct, add)
         cursor = source.get("cursor")
         cfield = fields.get(direct.get(cursor)) if isinstance(cursor, str) else None
         ctype = cfield.get("type") if isinstance(cfield, dict) else None
@@ -191,6 +192,19 @@ def _page_concurrency_problems(source: dict, add: Add) -> None:
 
 # a text timestamp layout that sorts in time order: %Y first, then zero-padded parts in order
 SORTABLE_CURSOR = re.compile(r"%Y[^%]*%m[^%]*%d(?:[^%]*%H(?:[^%]*%M(?:[^%]*%S(?:[^%]*(?:%f|%3f))?)?)?)?[^%]*")
+
+def _keyed_problems(source: dict, fields: dict, direct: dict[str, str], add: Add) -> None:
+    """records_by_key copies each object key into key_field: a spec that never reads it drops the key
+    (often the only link to the parent record)."""
+    keyed = source.get("records_by_key")
+    name = keyed.get("key_field") if isinstance(keyed, dict) else None
+    if not isinstance(name, str) or not fields or name in direct:
+        return
+    if any(isinstance(f, dict) and name in str(f.get("expr", "")) for f in fields.values()):
+        return
+    add(("source", "records_by_key", "key_field"), f"each key is copied into '{name}' but no field reads it "
+                                                   f"(add a field with from: {name})", "warning")
+
 
 HTTP_PATHS = (("records",), ("total",), ("pagination", "next"), ("pagination", "total"),
               ("pagination", "total_pages"), ("pagination", "more"), ("pagination", "next_start"))
