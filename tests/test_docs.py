@@ -66,3 +66,18 @@ def test_getting_started_commands_exist():
     for page in ("getting-started.md", "add-an-entity.md", "operations.md"):
         for cmd in re.findall(r"^\s*(?:\$ )?syncrunner ([a-z]+)", (ROOT / "docs" / page).read_text(), re.M):
             assert cmd in commands, f"docs/{page}: unknown command {cmd}"
+
+
+def test_every_system_has_a_readme_row_and_a_docs_page():
+    """Each specs/<crm>/ folder is one row of the README's Systems table, linking its docs/crm page."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Systems", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "`specs/" in line]
+    folders = sorted(p.name for p in (ROOT / "specs").iterdir() if p.is_dir())
+    assert len(folders) >= 11, folders
+    for crm in folders:
+        mine = [r for r in rows if f"`specs/{crm}/`" in r]
+        assert len(mine) == 1, f"README Systems table: no single row for specs/{crm}/"
+        link = re.search(r"\]\((docs/crm/[^)]+\.md)\)", mine[0])
+        assert link and (ROOT / link.group(1)).exists(), f"README row of {crm}: no docs/crm page"
+    assert len(rows) == len(folders), "README Systems table has a row without a specs folder"
