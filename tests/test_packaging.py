@@ -102,3 +102,19 @@ def test_installed_tool_runs_a_sqlite_sync(installed, tmp_path):
     with sqlite3.connect(target) as db:
         assert db.execute("SELECT COUNT(*) FROM shop_orders").fetchone() == (30,)
         assert db.execute("SELECT status FROM sync_history").fetchall() == [("success",)]
+
+
+def test_installed_tool_lints_a_schedules_file(installed, tmp_path):
+    """schedules.schema.json ships as package data: the installed tool checks a schedules file by it."""
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "orders.yaml").write_text(SPEC)
+    schedules = tmp_path / "schedules.yaml"
+    good = 'schedules:\n  - name: orders-hourly\n    run: specs/\n    cron: "5 * * * *"\n'
+    schedules.write_text(good)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SHOP_DB_URL": "sqlite://"}
+    res = _run(installed / "syncrunner", "lint", schedules, cwd=tmp_path, env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    schedules.write_text(good + "    colour: blue\n")  # a key the schedules schema does not allow
+    res = _run(installed / "syncrunner", "lint", schedules, cwd=tmp_path, env=env)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stdout + res.stderr
+    assert "schedules.yaml:5:" in res.stdout + res.stderr and "colour" in res.stdout + res.stderr
