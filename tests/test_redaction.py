@@ -206,3 +206,40 @@ def test_a_spec_named_auth_parameter_or_header_is_hidden_by_position():
     assert redact("GET /x?sig=NotRegistered11&page=2") == "GET /x?sig=***&page=2"
     assert redact("x-vendor-cred: NotRegistered12") == "x-vendor-cred: ***"
     assert redact('{"X-Vendor-Cred": "NotRegistered13"}') == '{"X-Vendor-Cred": "***"}'
+
+
+def test_the_newer_auth_types_register_their_secrets_and_header_names(tmp_path):
+    """`headers` (several credential headers, Arrivy), `hmac` (MarketSharp) and
+    `google_service_account` (the key file's PEM lines and key id) hide what they read, in every
+    encoding, and their header names hide any value by position."""
+    pytest.importorskip("cryptography")  # comes with the `google` extra (scripts/setup installs it)
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from syncrunner.sources.http.auth import Auth
+    from syncrunner.sources.http.googleauth import _read_key
+
+    vendor, hdr = "vendor-id-7788aa", "hdr-s3cret/+=ü"
+    Auth.from_options({"type": "headers", "headers": {"X-Vendor-Id": vendor, "X-Vendor-Sig": hdr}})
+    key64 = base64.b64encode(b"hmac-key-0123456789abcdef").decode()
+    signer = Auth.from_options({"type": "hmac", "header": "X-Signed", "secret": key64, "secret_encoding": "base64",
+                                "message": "acct{epoch}", "value": "acct:{epoch}:{signature}"}).signer
+    for secret in (vendor, hdr, key64):
+        for form in leak_forms(secret):
+            assert form not in redact(f"error body: {form} !"), (secret, form)
+    signed = signer.sign(1700000000)
+    for name in ("X-Vendor-Id", "X-Vendor-Sig", "X-Signed"):  # any value, registered or not
+        assert "nothing-registered-42" not in redact(f"{name}: nothing-registered-42")
+    assert signed.split(":")[-1] not in redact(f"X-Signed: {signed}")
+
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=1024).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    key_file = tmp_path / "sa.json"
+    key_file.write_text(json.dumps({"type": "service_account", "private_key": pem, "private_key_id": "abcdef0123456789",
+                                    "client_email": "x@y.iam.gserviceaccount.com"}))
+    _read_key(str(key_file), "service-account key file")
+    shown = redact(f"invalid_grant for {json.dumps(pem)} (key abcdef0123456789)")
+    assert "abcdef0123456789" not in shown
+    # every full line of the key body (a short last line, under 16 characters, is not registered:
+    # so few characters would also hide unrelated text, and tell nothing of the key)
+    assert not any(line in shown for line in pem.splitlines() if "PRIVATE KEY" not in line and len(line) >= 16)
