@@ -309,3 +309,31 @@ def test_a_folder_is_one_task_run_in_after_order_and_a_busy_entity_is_recorded_s
     assert by_entity["second"].end_time <= by_entity["first"].start_time  # after: second first
     busy = by_entity["busy"]
     assert busy.status == "skipped" and busy.error_message.startswith("not started: already running")
+
+
+def test_data_errors_and_a_failed_source_end_in_sync_history_not_in_celery_retries(tmp_path, mysql_url, pg_url,
+                                                                                    workers):
+    """Celery retries only an unreachable target or broker: bad records (a `partial` run) and a
+    source that refuses the connection (a `failed` run) are each one SyncHistory row, and their
+    tasks succeed with the run summary instead of being retried."""
+    import sqlalchemy as sa
+    engine = make_source(mysql_url, 40)
+    with engine.begin() as c:
+        c.execute(sa.text("UPDATE item SET email = 'not-an-email' WHERE id IN (3, 7)"))
+    engine.dispose()
+    bad = write_spec(tmp_path, name="bad.yaml", entity="bad_records", table="bad_records")
+    down = write_spec(tmp_path, name="down.yaml", entity="source_down", table="source_down")
+    down.write_text(down.read_text().replace("${ITEM_DB_URL}", "mysql+pymysql://root@127.0.0.1:1/nowhere"))
+    env = _env(mysql_url, pg_url)
+    queued = cli("enqueue", bad, down, env=env)
+    assert queued.returncode == 0 and "2 run(s) queued" in queued.stdout, queued.stdout + queued.stderr
+    workers.start("w", env, "--pool", "solo")
+    runs = _wait(lambda: (lambda h: h if len(h) == 2 and all(r.status not in ("queued", "running") for r in h)
+                          else None)(history(pg_url)), 120, "both runs to end")
+    by_entity = {r.sync_type: r for r in runs}
+    assert (by_entity["bad_records"].status, by_entity["bad_records"].records_failed) == ("partial", 2)
+    assert by_entity["source_down"].status == "failed" and by_entity["source_down"].error_message
+    time.sleep(2)  # a retry would show in the log and as another run
+    log = workers.log("w")
+    assert "Retry in" not in log and log.count("succeeded in") == 2, log[-3000:]
+    assert len(history(pg_url)) == 2
