@@ -206,9 +206,9 @@ RSS_PROBE = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:])
 
 def peak_rss_kb(fake: FakeGoHighLevel, target: str) -> int:
     """Peak resident memory of a real `syncrunner run` process (getrusage of the child that ran it)."""
-    # The mapping workers start after 20,000 rows whatever the source (a fixed ~13 MB in this process
-    # and two worker processes): off, so both sizes run the same code and only the count differs.
-    env = {**os.environ, **ghl_env(fake), "SYNCRUNNER_MAP_WORKERS": "off"}
+    # default settings: an HTTP source starts no mapping workers, so 50,000 runs the same code as 5,000
+    env = {k: v for k, v in os.environ.items() if k != "SYNCRUNNER_MAP_WORKERS"}
+    env.update(ghl_env(fake))
     done = subprocess.run([sys.executable, "-c", RSS_PROBE, sys.executable, "-m", "syncrunner.cli", "run",
                            str(SPECS), "--only", "opportunities", "--target", target],
                           env=env, capture_output=True, text=True, timeout=900)
@@ -232,6 +232,7 @@ def test_peak_memory_is_the_same_for_5000_and_50000_opportunities(pg_url):
             peaks[n] = peak_rss_kb(fake, pg_url)
             assert rows(pg_url, "SELECT count(*) FROM ghl_opportunities")[0][0] == n
             assert fake.count(200) == 2 * (n // 100 + 1)  # two passes, each ending on an empty page
+            assert metrics_of(last_run(pg_url, "opportunities"))["map_workers"] == 0
     print(f"\n  peak RSS of the run: 5,000 -> {peaks[5000]:,} kB, 50,000 -> {peaks[50000]:,} kB")
     assert peaks[50000] <= peaks[5000] * 1.15, peaks
 

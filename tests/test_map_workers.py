@@ -304,3 +304,16 @@ def test_workers_map_for_targets_without_copy_and_write_the_same(tmp_path, mysql
     assert pooled["stats"][1].unchanged == 2999  # the workers' fingerprints match this process's
     for key in ("stats", "watermark", "table", "dead"):
         assert pooled[key] == here[key], key
+
+
+@pytest.mark.parametrize("setting,remote,expected", [
+    ("", True, 0),        # default: an HTTP source's API bounds the run, workers would only add memory
+    ("auto", True, 0),
+    ("2", True, 2),       # an explicit count starts them for any source
+    ("off", False, 0),
+])
+def test_an_http_source_gets_no_workers_unless_a_count_is_set(monkeypatch, setting, remote, expected):
+    from syncrunner.runtime.settings import map_workers_from_env
+    monkeypatch.setenv("SYNCRUNNER_MAP_WORKERS", setting)
+    assert map_workers_from_env(remote_source=remote) == expected
+

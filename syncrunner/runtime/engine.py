@@ -31,7 +31,7 @@ from syncrunner.runtime.fplookup import UnchangedSkipper
 from syncrunner.runtime.heartbeat import Heartbeat
 from syncrunner.runtime.locks import LockBusy, LockLost, LockUnavailable, RunGuard
 from syncrunner.runtime.memory import peak_rss_mb
-from syncrunner.runtime.parallel import START_AFTER_ROWS
+from syncrunner.runtime.parallel import REMOTE_SOURCE_KINDS, START_AFTER_ROWS
 from syncrunner.runtime.pipeline import WriteAhead
 from syncrunner.runtime.runstate import Interrupted, Observer, RunResult, RunState
 from syncrunner.runtime.settings import map_workers_from_env
@@ -65,7 +65,8 @@ class SyncRun:
         self.heartbeat_seconds = heartbeat_seconds
         self.max_concurrent = max_concurrent
         self.handle_signals = handle_signals
-        self.map_workers = map_workers_from_env() if map_workers is None else map_workers
+        self.map_workers = map_workers if map_workers is not None else \
+            map_workers_from_env(remote_source=spec.source.kind in REMOTE_SOURCE_KINDS)
         self.map_after = map_after  # rows mapped here before the mapping workers start
         self.queued_id = queued_id  # the `queued` SyncHistory row this run replaces (syncrunner enqueue)
         self.loop: ChunkLoop | None = None  # set by a real run

@@ -51,11 +51,14 @@ def target_retry_seconds() -> float:
     return env_number("SYNCRUNNER_TARGET_RETRY_SECONDS", 60.0, float, 0.0)
 
 
-def map_workers_from_env() -> int:
+def map_workers_from_env(*, remote_source: bool = False) -> int:
     """SYNCRUNNER_MAP_WORKERS: mapping worker processes for large runs; a count, 0/off for none,
-    empty/auto for the default (one per core, at most 2; none on a single core)."""
+    empty/auto for the default (one per core, at most 2; none on a single core, and none for a
+    remote source such as an HTTP API, whose paging bounds the run: runtime/parallel.py)."""
     value = os.environ.get("SYNCRUNNER_MAP_WORKERS", "").strip().lower()
     if value in ("", "auto"):
+        if remote_source:
+            return 0
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         return min(2, cores) if cores > 1 else 0
     if value in ("off", "false", "no"):
